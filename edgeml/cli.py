@@ -1,0 +1,217 @@
+"""The ``edgeml`` command: parse, call one API function, render. No logic lives here.
+
+Exit codes: 0 success, 1 a failed check or gate, 2 bad usage or input, 3 a missing backend or
+platform, 4 an internal error (a bug: please report it with the --debug output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from .errors import EXIT_INTERNAL, EdgeMLError
+
+
+def _say(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+class _Group(click.Group):
+    """Turns expected errors into one line and an exit code; --debug shows the traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeMLError as exc:
+            self._fail(ctx, f"error: {exc}", exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            self._fail(ctx, "interrupted; nothing half-written was left behind", 130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            self._fail(ctx, f"internal error: {type(exc).__name__}: {exc} (a bug in edgeml: rerun with --debug and report it)", EXIT_INTERNAL)
+
+    @staticmethod
+    def _fail(ctx, message: str, code: int):
+        if ctx.params.get("debug") or os.environ.get("EDGEML_DEBUG"):
+            traceback.print_exc()
+        click.echo(" ".join(message.split()), err=True)
+        ctx.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors (also: EDGEML_DEBUG=1).")
+@click.version_option(package_name="edgeml", prog_name="edgeml")
+def main(debug: bool):
+    """Take trained PyTorch and scikit-learn models to the edge: export, check, benchmark.
+
+    \b
+      edgeml demo                                       the whole job on built-in examples
+      edgeml convert model.pt2 -o build/                PyTorch ExportedProgram -> checked ONNX
+      edgeml convert model.skops --sample rows.csv      scikit-learn -> checked ONNX
+      edgeml bench build/model.onnx --budget-ms 100     latency gate for CI (exit 1 when over)
+      edgeml inspect build/model.onnx                   inputs, outputs, ops, size, precision
+
+    Exit codes: 0 ok, 1 failed check or gate, 2 bad usage or input, 3 missing backend, 4 internal error.
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--to", "to", default="onnx", show_default=True, help="Targets, comma-separated (this version: onnx).")
+@click.option("-o", "--output", "output_dir", default="build", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the artifacts and edgeml.json.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
+              help="An input spec, once per input, e.g. x:1x3x224x224 or ids:1x128:int64.")
+@click.option("--dynamic-batch", is_flag=True, help="Make the first dimension of every input symbolic.")
+@click.option("--sample", type=click.Path(dir_okay=False), help="scikit-learn: a .csv/.npy of a few rows giving the columns.")
+@click.option("--data", type=click.Path(dir_okay=False), help="Real inputs for the check (.npy, .npz, .csv).")
+@click.option("--model-class", metavar="MODULE:CLASS", help="State dicts: the nn.Module class to load the weights into.")
+@click.option("--model-kwargs", metavar="JSON", help="State dicts: constructor arguments, e.g. '{\"hidden\": 64}'.")
+@click.option("--trust-pickle", is_flag=True, help="Allow pickle files (.pkl, .joblib, whole torch modules): they run code when loaded.")
+@click.option("--no-optimize", is_flag=True, help="Skip the onnxslim optimization pass.")
+@click.option("--no-check", is_flag=True, help="Skip the check against the source (the artifact is marked unverified).")
+@click.option("--atol", type=float, help="Absolute tolerance of the check (fp32 default 1e-4).")
+@click.option("--rtol", type=float, help="Relative tolerance of the check (fp32 default 1e-3).")
+@click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
+@click.option("--name", help="Artifact file name without suffix (default: the model file's name).")
+def convert(model, to, output_dir, inputs, dynamic_batch, sample, data, model_class, model_kwargs, trust_pickle,
+            no_optimize, no_check, atol, rtol, opset, name):
+    """Convert MODEL to checked artifacts.
+
+    MODEL is a .pt2 (torch.export), a TorchScript .pt, a state dict .pt/.pth (with --model-class), a .skops,
+    a .pkl/.joblib (with --trust-pickle) or an .onnx file. Every artifact is run beside its source on the
+    same inputs; a mismatch beyond tolerance fails the command (exit 1) and writes nothing.
+
+    \b
+      edgeml convert model.pt2 -o build/
+      edgeml convert model.pth --model-class mypkg.nets:Net --input x:1x20 -o build/
+      edgeml convert model.skops --sample train.csv -o build/
+      edgeml convert model.pkl --trust-pickle --input X:1x30 -o build/
+    """
+    from .pipeline import convert as run_convert
+
+    kwargs = None
+    if model_kwargs:
+        try:
+            kwargs = json.loads(model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--model-kwargs") from exc
+    click.echo(f"edgeml convert {model} -> {to}", err=True)
+    result = run_convert(model, to, output_dir, inputs=list(inputs) or None, dynamic_batch=dynamic_batch, sample=sample,
+                         data=data, model_class=model_class, model_kwargs=kwargs, trust_pickle=trust_pickle,
+                         optimize=not no_optimize, check=not no_check, atol=atol, rtol=rtol, opset=opset, name=name,
+                         progress=_say)
+    for artifact in result.artifacts:
+        status = "checked" if artifact.check else "UNVERIFIED"
+        size = artifact.path.stat().st_size / 1024
+        click.echo(f"wrote {artifact.path} ({artifact.precision}, {size:.1f} KiB, {status})")
+    click.echo(f"wrote {result.manifest}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--budget-ms", type=float, help="Latency budget; exit 1 when the chosen percentile is over it.")
+@click.option("--percentile", type=float, default=99, show_default=True, help="The percentile the gate judges.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before measuring.")
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of each run.")
+@click.option("--threads", type=int, help="Intra-op threads (default: the backend's choice).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N], or tensorrt (ONNX Runtime provider).")
+@click.option("--data", type=click.Path(dir_okay=False), help="Real inputs (.npy, .npz, .csv) instead of random ones.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
+def bench(artifact, budget_ms, percentile, warmup, runs, batch, threads, device, data, json_path):
+    """Measure ARTIFACT's latency per call: load time, first inference, percentiles, throughput.
+
+    \b
+      edgeml bench build/model.onnx --budget-ms 100          exit 0 within budget, 1 over it
+      edgeml bench build/model.onnx --batch 8 --threads 1 --json bench.json
+    """
+    from .files import write_bytes_atomic
+    from .latency.runner import bench as run_bench
+
+    click.echo(f"edgeml bench {artifact}", err=True)
+    result = run_bench(artifact, budget_ms=budget_ms, percentile=percentile, warmup=warmup, runs=runs, batch=batch,
+                       threads=threads, device=device, data=data, progress=_say)
+    _render_bench(result)
+    if json_path:
+        write_bytes_atomic(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+        click.echo(f"wrote {json_path}", err=True)
+    if result.passed is False:
+        sys.exit(1)
+
+
+def _render_bench(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.stats
+    table = Table(title=f"{result.artifact} [{result.backend}/{result.device}] batch {result.batch}, "
+                        f"threads {result.threads or 'default'}, {s['count']} runs", title_justify="left")
+    for column in ("load", "first", "p50", "p90", "p95", "p99", "mean", "min", "max", "std", "CoV", "throughput"):
+        table.add_column(column, justify="right")
+    ms = lambda v: f"{v:.3f}"  # noqa: E731
+    table.add_row(f"{result.load_ms:.1f}", ms(result.first_ms), ms(s["p50_ms"]), ms(s["p90_ms"]), ms(s["p95_ms"]),
+                  ms(s["p99_ms"]), ms(s["mean_ms"]), ms(s["min_ms"]), ms(s["max_ms"]), ms(s["std_ms"]),
+                  f"{s['cov']:.1%}", f"{s['throughput_per_s']:.0f}/s")
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    console.print("all times in ms", style="dim")
+    mark = {True: "PASS", False: "FAIL", None: "INFO"}[result.passed]
+    click.echo(f"{mark}: {result.verdict()}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect(artifact, as_json):
+    """Show an ONNX file's inputs, outputs, opsets, size, parameters, ops and precision."""
+    from .inspection import inspect_model
+
+    info = inspect_model(artifact)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    from .spec import TensorSpec
+
+    click.echo(f"{info['file']}  ({info['size_bytes'] / 1024:.1f} KiB, {info['producer'] or 'unknown producer'})")
+    for label in ("inputs", "outputs"):
+        click.echo(f"{label}:")
+        for spec in info[label]:
+            click.echo(f"  {TensorSpec.from_dict(spec)}")
+    opsets = ", ".join(f"{d} {v}" for d, v in info["opsets"].items())
+    click.echo(f"opsets: {opsets} (IR {info['ir_version']})")
+    click.echo(f"parameters: {info['parameters']:,}   nodes: {info['nodes']}")
+    click.echo(f"precision: {info['precision']}" + ("  (quantized)" if info["quantized"] else ""))
+    click.echo("ops: " + ", ".join(f"{op} x{n}" for op, n in info["ops"].items()))
+
+
+@main.command()
+@click.option("-o", "--output", "output_dir", default="edgeml-demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--budget-ms", type=float, default=100, show_default=True)
+def demo(output_dir, budget_ms):
+    """Train a PyTorch MLP and a RandomForest on scikit-learn's digits, convert, check and bench them.
+
+    Needs the torch and sklearn extras: pip install -c constraints.txt 'edgeml[torch,sklearn]'
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .demo import run_demo
+
+    click.echo(f"edgeml demo -> {output_dir}", err=True)
+    rows = run_demo(output_dir, budget_ms, progress=_say)
+    table = Table(title=f"edgeml demo: digits, ONNX Runtime CPU, budget {budget_ms:g} ms", title_justify="left")
+    for column in ("model", "artifact", "size", "check", "accuracy source -> onnx", "p50 ms", "p99 ms", "budget"):
+        table.add_column(column, justify="right" if column in ("size", "p50 ms", "p99 ms") else "left")
+    for r in rows:
+        table.add_row(r["model"], r["artifact"], f"{r['size_kb']:.0f} KiB", "passed" if r["check_passed"] else "FAILED",
+                      f"{r['source_accuracy']:.2%} -> {r['onnx_accuracy']:.2%}", f"{r['p50_ms']:.3f}",
+                      f"{r['p99_ms']:.3f}", "within" if r["within_budget"] else "OVER")
+    Console(width=max(120, Console().width)).print(table)
+    if not all(r["check_passed"] and r["within_budget"] for r in rows):
+        sys.exit(1)

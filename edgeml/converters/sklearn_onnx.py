@@ -1,0 +1,70 @@
+"""scikit-learn -> ONNX with skl2onnx: labels and a probability matrix (no ZipMap) for classifiers."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from ..errors import ExportError, first_line, require
+from ..runtimes.base import LABEL_OUTPUT_KEY, PROBA_OUTPUT_KEY
+from ..runtimes.sklearn import is_classifier
+from ..sources.base import SourceModel
+
+
+def sklearn_to_onnx(source: SourceModel, opset: int | None = None):
+    """Convert ``source`` (sklearn); returns ``(ModelProto, record)``."""
+    skl2onnx = require("skl2onnx", "sklearn")
+    from skl2onnx.common import data_types
+
+    types = {"float32": data_types.FloatTensorType, "float64": data_types.DoubleTensorType,
+             "int64": data_types.Int64TensorType, "str": data_types.StringTensorType}
+    initial_types = []
+    for spec in source.inputs:
+        if spec.dtype not in types:
+            raise ExportError(f"input {spec.name!r} has dtype {spec.dtype}; scikit-learn inputs can be {', '.join(types)}")
+        initial_types.append((spec.name, types[spec.dtype]([None, *spec.shape[1:]])))
+    classifier = is_classifier(source.model)
+    try:
+        proto = skl2onnx.convert_sklearn(
+            onnx_ready(source.model), initial_types=initial_types, target_opset=opset,
+            options={"zipmap": False} if classifier else None,
+        )
+    except Exception as exc:  # noqa: BLE001 - skl2onnx signals unsupported models with many error types
+        message = first_line(exc)
+        if "shape calculator" in message or "converter" in message.lower():
+            message += "; skl2onnx has no converter for it: register one with skl2onnx.update_registered_converter"
+        raise ExportError(f"skl2onnx cannot convert {type(source.model).__name__}: {message}") from exc
+    if classifier:
+        names = [o.name for o in proto.graph.output]
+        _set_metadata(proto, {LABEL_OUTPUT_KEY: names[0], PROBA_OUTPUT_KEY: names[1]})
+    import sklearn
+
+    return proto, {"exporter": "skl2onnx", "skl2onnx": skl2onnx.__version__, "sklearn": sklearn.__version__}
+
+
+def onnx_ready(model):
+    """A copy whose SimpleImputers on text columns mark missing values as '' (skl2onnx cannot match NaN in strings).
+
+    edgeml feeds a missing text value as '' (runtimes do this for DataFrames), so the imputer still fills it.
+    """
+    from sklearn.impute import SimpleImputer
+
+    patched = copy.deepcopy(model)
+    stack = [patched]
+    while stack:
+        est = stack.pop()
+        if isinstance(est, SimpleImputer) and getattr(est, "statistics_", np.array([])).dtype == object:
+            if not isinstance(est.missing_values, str):
+                est.missing_values = ""
+        stack.extend(step for _, step, *_ in getattr(est, "steps", []))
+        stack.extend(t for _, t, *_ in getattr(est, "transformers_", []) if hasattr(t, "fit"))
+        stack.extend(t for _, t in getattr(est, "transformer_list", []))
+    return patched
+
+
+def _set_metadata(proto, values: dict) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in values.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, value

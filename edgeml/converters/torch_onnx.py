@@ -1,0 +1,114 @@
+"""PyTorch -> ONNX with ``torch.onnx.export(dynamo=True)``; the TorchScript exporter only as a fallback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+from ..data import random_feeds
+from ..errors import ExportError, first_line, require
+from ..runtimes.pytorch import output_names_for
+from ..sources.base import SourceModel
+from ..sources.torch_source import program_input_specs
+
+#: Opset for the TorchScript fallback (the dynamo exporter picks its own).
+FALLBACK_OPSET = 18
+
+
+def torch_to_onnx(source: SourceModel, opset: int | None = None):
+    """Export ``source`` (torch); returns ``(ModelProto, record)``. Says which exporter was used and why."""
+    torch = require("torch", "torch")
+    onnx = require("onnx", "torch")
+    model = source.model
+    if isinstance(model, torch.export.ExportedProgram) and _needs_reexport(model, source.inputs):
+        model = model.module()  # the archive has a static batch; re-export the graph with a dynamic one
+    # A symbolic dim gets an example size of 2: torch.export specializes sizes 0 and 1.
+    feeds = random_feeds(source.inputs, batch=2)
+    args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
+    runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
+    with torch.inference_mode():
+        output_names = output_names_for(runnable(*args))
+    input_names = [s.name for s in source.inputs]
+    symbols = [{axis: dim for axis, dim in enumerate(s.shape) if isinstance(dim, str)} for s in source.inputs]
+    record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
+    try:
+        proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset)
+    except Exception as dynamo_exc:  # noqa: BLE001 - any exporter failure leads to the fallback
+        dynamo_reason = root_cause(dynamo_exc)
+        if isinstance(model, torch.export.ExportedProgram):
+            model = model.module()
+        try:
+            proto = _torchscript_export(torch, onnx, model, args, input_names, output_names, symbols, opset)
+        except Exception as ts_exc:  # noqa: BLE001
+            raise ExportError(
+                f"cannot export {type(source.model).__name__} to ONNX: the dynamo exporter says: {dynamo_reason}; "
+                f"the TorchScript exporter says: {root_cause(ts_exc)}; rewrite or replace that op, or export a .pt2 "
+                "with torch.export to see where it fails"
+            ) from ts_exc
+        record = {"exporter": "torch.onnx TorchScript (fallback)", "torch": torch.__version__,
+                  "fallback_reason": dynamo_reason}
+    return proto, record
+
+
+def _needs_reexport(program, specs) -> bool:
+    found = program_input_specs(program)
+    return any(isinstance(want, str) and isinstance(have, int)
+               for f, s in zip(found, specs) for have, want in zip(f.shape, s.shape))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings meant for their own developers; edgeml reports instead."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset):
+    dynamic_shapes = None
+    if any(symbols) and not isinstance(model, torch.export.ExportedProgram):
+        dims = {}
+        dynamic_shapes = tuple(
+            {axis: dims.setdefault(name, torch.export.Dim(_dim_name(name), min=1)) for axis, name in s.items()} or None
+            for s in symbols
+        )
+    with _quiet():
+        program = torch.onnx.export(
+            model, args, dynamo=True, input_names=input_names, output_names=output_names,
+            dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=True, verbose=False,
+        )
+    return program.model_proto
+
+
+def _torchscript_export(torch, onnx, model, args, input_names, output_names, symbols, opset):
+    buffer = io.BytesIO()
+    dynamic_axes = {name: s for name, s in zip(input_names, symbols) if s} or None
+    with _quiet():
+        torch.onnx.export(
+            model, args, buffer, dynamo=False, input_names=input_names, output_names=output_names,
+            dynamic_axes=dynamic_axes, opset_version=opset or FALLBACK_OPSET,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _dim_name(symbol: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in symbol)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"d_{cleaned}"
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost cause's first line: the exporters wrap the useful message in generic ones."""
+    seen = exc
+    while seen.__cause__ is not None and seen.__cause__ is not seen:
+        seen = seen.__cause__
+    return f"{type(seen).__name__}: {first_line(seen)}"

@@ -1,0 +1,88 @@
+"""Input arrays for checks and benchmarks: generated from specs with a fixed seed, or read from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, SpecError
+from .spec import TensorSpec
+
+DEFAULT_SEED = 0
+
+
+def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
+    """Deterministic inputs for ``specs``: standard normal floats, small non-negative integers, random bools."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = spec.concrete_shape(batch=batch)
+        kind = spec.np_dtype.kind
+        if kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.np_dtype)
+        elif kind in "iu":
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.np_dtype)
+        elif kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise SpecError(
+                f"cannot generate values for text input {spec.name!r}; give real rows with --data FILE (or --sample for scikit-learn)"
+            )
+    return feeds
+
+
+def read_feeds(path: str | Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """Inputs from a file: ``.npy`` (one-input models), ``.npz`` (an array per input name), ``.csv`` (columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such data file: {path}")
+    suffix = path.suffix.lower()
+    names = [s.name for s in specs]
+    if suffix == ".npy":
+        if len(specs) != 1:
+            raise InputError(f"{path} holds one array but the model takes {len(specs)} inputs ({', '.join(names)}); use an .npz with one array per input")
+        feeds = {names[0]: np.load(path, allow_pickle=False)}
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [n for n in names if n not in archive.files]
+            if missing:
+                raise InputError(f"{path} lacks array(s) for input(s) {', '.join(map(repr, missing))}; it holds {', '.join(archive.files)}")
+            feeds = {n: archive[n] for n in names}
+    elif suffix == ".csv":
+        feeds = _csv_feeds(path, specs)
+    else:
+        raise InputError(f"unknown data suffix {path.suffix!r} for {path}; use .npy, .npz or .csv")
+    return {s.name: _as_spec_dtype(feeds[s.name], s, path) for s in specs}
+
+
+def _csv_feeds(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if len(specs) == 1 and specs[0].name not in frame.columns:
+        return {specs[0].name: frame.to_numpy()}
+    missing = [s.name for s in specs if s.name not in frame.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(map(repr, missing))} for the model's inputs")
+    feeds = {}
+    for s in specs:
+        column = frame[s.name]
+        if s.dtype == "str":
+            column = column.astype(object).where(column.notna(), "").astype(str)
+        feeds[s.name] = column.to_numpy().reshape(-1, 1)
+    return feeds
+
+
+def _as_spec_dtype(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:
+    if spec.dtype == "str":
+        return array.astype(object)
+    if array.dtype == spec.np_dtype:
+        return array
+    if array.dtype.kind == spec.np_dtype.kind or (array.dtype.kind in "iu" and spec.np_dtype.kind == "f"):
+        return array.astype(spec.np_dtype)
+    raise InputError(f"{path}: input {spec.name!r} expects {spec.dtype}, the file holds {array.dtype}")
+
+
+def batch_size(feeds: dict[str, np.ndarray]) -> int:
+    return min(len(a) for a in feeds.values()) if feeds else 0

@@ -1,0 +1,1 @@
+"""Latency measurement (``runner``) and its statistics (``stats``): the parts ``edgeml bench`` is made of."""

@@ -1,0 +1,159 @@
+"""``edgeml.convert``: source model -> ONNX -> optimized ONNX, checked against the source, with a manifest.
+
+Each artifact is written under a temporary name, checked, and only then renamed into place: a failed
+check or an interrupted run leaves nothing that looks like a finished artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .data import random_feeds, read_feeds
+from .errors import CheckFailed, ExportError, InputError
+from .files import atomic_path, sha256
+from .inspection import inspect_model
+from .manifest import write_manifest
+from .sources import load_source
+from .sources.base import SourceModel
+from .validate import CheckResult, compare
+
+TARGETS = ("onnx",)
+#: Samples generated for the check when no --data is given.
+CHECK_SAMPLES = 16
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+@dataclass
+class Artifact:
+    path: Path
+    target: str
+    precision: str
+    check: CheckResult | None
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class ConvertResult:
+    source: SourceModel
+    artifacts: list[Artifact]
+    manifest: Path
+
+    @property
+    def onnx(self) -> Path:
+        return next(a.path for a in self.artifacts if a.target == "onnx")
+
+
+def parse_targets(to: str | list[str]) -> list[str]:
+    targets = [t.strip().lower() for t in (to.split(",") if isinstance(to, str) else to) if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise InputError(f"unknown target {', '.join(unknown) or '(none)'}; this edgeml builds: {', '.join(TARGETS)}")
+    return targets
+
+
+def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "build", *, inputs=None,
+            dynamic_batch: bool = False, sample=None, data=None, model_class: str | None = None,
+            model_kwargs: dict | str | None = None, trust_pickle: bool = False, optimize: bool = True,
+            check: bool = True, atol: float | None = None, rtol: float | None = None, opset: int | None = None,
+            name: str | None = None, progress: Callable[[str], None] | None = None) -> ConvertResult:
+    """Convert ``model`` (an object or a file) to checked artifacts in ``output_dir``.
+
+    ``inputs``: specs like ``"x:1x3x224x224"``; ``sample``: rows (file or DataFrame) giving a scikit-learn
+    model's columns; ``data``: a .npy/.npz/.csv of real inputs for the check (else generated, seed 0).
+    Raises CheckFailed (exit 1) when an artifact does not match its source, unless ``check=False``.
+    """
+    say = progress or (lambda message: None)
+    targets = parse_targets(to)
+    source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
+                         model_kwargs=model_kwargs, trust_pickle=trust_pickle)
+    say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")
+    for note in source.notes:
+        say(note)
+    output_dir = Path(output_dir)
+    stem = name or (Path(source.path).stem if source.path else "model")
+    artifacts = []
+    if "onnx" in targets:
+        artifacts.append(_build_onnx(source, output_dir / f"{stem}.onnx", optimize, check, data, atol, rtol, opset, say))
+    manifest = write_manifest(output_dir, source.to_record(), [_artifact_record(a) for a in artifacts])
+    return ConvertResult(source, artifacts, manifest)
+
+
+def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, data, atol, rtol, opset, say) -> Artifact:
+    if source.path and final.resolve() == Path(source.path).resolve():
+        raise InputError(f"the output {final} would overwrite the source; pick another output folder (-o) or --name")
+    proto, record = export_onnx(source, opset)
+    say(f"exported with {record['exporter']}" + (f" (dynamo failed: {record['fallback_reason']})" if "fallback_reason" in record else ""))
+    if optimize:
+        from .converters.onnx_optimize import optimize_onnx
+
+        proto, record["optimizer"] = optimize_onnx(proto)
+        opt = record["optimizer"]
+        say(f"optimized with onnxslim: {opt['nodes_before']} -> {opt['nodes_after']} nodes" if opt["applied"]
+            else f"onnxslim could not optimize this graph ({opt['reason']}); kept the exported graph")
+    if proto.ByteSize() > _PROTOBUF_LIMIT:
+        raise ExportError(f"the ONNX model is {proto.ByteSize() / 2**30:.1f} GB, over protobuf's 2 GB; edgeml writes single-file models only")
+    import onnx
+
+    from .runtimes.onnxrt import OnnxRuntime
+
+    with atomic_path(final) as tmp:
+        onnx.save_model(proto, str(tmp))
+        result = None
+        if check:
+            candidate = OnnxRuntime(tmp)
+            feeds, origin = check_inputs(source, data)
+            result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, inputs_from=origin)
+            candidate.close()
+            say(result.summary())
+            if not result.passed:
+                raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for debugging)", result)
+        else:
+            say("check skipped (--no-check): the artifact is unverified")
+    record["opset"] = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
+    return Artifact(final, "onnx", inspect_model(final)["precision"], result, record)
+
+
+def export_onnx(source: SourceModel, opset: int | None):
+    """The converter for this source's framework; an ONNX source passes through as it is."""
+    if source.kind == "torch":
+        from .converters.torch_onnx import torch_to_onnx
+
+        return torch_to_onnx(source, opset)
+    if source.kind == "sklearn":
+        from .converters.sklearn_onnx import sklearn_to_onnx
+
+        return sklearn_to_onnx(source, opset)
+    return source.model, {"exporter": "none (ONNX source)"}
+
+
+def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
+    """Inputs for the check: --data, else the --sample rows, else generated from the specs (seed 0)."""
+    if isinstance(data, Mapping):
+        return {k: np.asarray(v) for k, v in data.items()}, "given arrays"
+    if data is not None:
+        return read_feeds(data, source.inputs), f"from {data}"
+    if source.sample is not None:
+        return source.sample, "--sample rows"
+    specs = [s.with_batch(CHECK_SAMPLES) for s in source.inputs]
+    return random_feeds(specs), "generated, seed 0"
+
+
+def _artifact_record(artifact: Artifact) -> dict:
+    info = inspect_model(artifact.path)
+    check = artifact.check.to_dict() | {"status": "passed" if artifact.check.passed else "failed"} if artifact.check else {"status": "unverified", "reason": "--no-check"}
+    return {
+        "file": artifact.path.name,
+        "target": artifact.target,
+        "sha256": sha256(artifact.path),
+        "size_bytes": info["size_bytes"],
+        "precision": artifact.precision,
+        "inputs": info["inputs"],
+        "outputs": info["outputs"],
+        "opset": artifact.record.get("opset"),
+        "build": {k: v for k, v in artifact.record.items() if k != "opset"},
+        "check": check,
+    }

@@ -1,0 +1,33 @@
+"""``edgeml.load``: open an artifact on the backend its format needs, behind the one Runtime contract."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from .base import Runtime
+
+
+def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = None, **source_options) -> Runtime:
+    """Load a model file for inference.
+
+    ``.onnx`` runs on ONNX Runtime (imports nothing heavier). Source files (``.pt2``, TorchScript, state
+    dicts, ``.skops``, trusted pickles) run on their own framework: the reference edgeml checks against.
+    ``source_options`` are those of ``edgeml.convert`` (``inputs``, ``model_class``, ``trust_pickle``...).
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from .onnxrt import OnnxRuntime
+
+        return OnnxRuntime(path, device=device, threads=threads)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    from ..sources import load_source
+
+    source = load_source(path, **source_options)
+    if source.kind == "sklearn" and device != "cpu":
+        raise InputError(f"{path} runs on scikit-learn, which has no device {device!r}; convert it to ONNX for GPUs")
+    return source.reference(device=device, threads=threads)
+
+__all__ = ["Runtime", "load"]

@@ -1,0 +1,103 @@
+"""ONNX Runtime backend: CPU always; CUDA and TensorRT execution providers when onnxruntime-gpu has them."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import BackendMissing, InputError, first_line
+from ..spec import TensorSpec
+from .base import Runtime
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "str",
+}
+
+#: edgeml device name -> ONNX Runtime execution providers, most preferred first.
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def _spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in (arg.shape or ()))
+    return TensorSpec(arg.name, shape, _ORT_DTYPES.get(arg.type, arg.type))
+
+
+def session_options(threads: int | None = None):
+    """The session options edgeml uses everywhere (runtime, checks, bench), so numbers agree."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return options
+
+
+def providers_for(device: str) -> list:
+    import onnxruntime as ort
+
+    kind, _, index = device.partition(":")
+    if kind not in _PROVIDERS:
+        raise InputError(f"unknown device {device!r} for onnxruntime; use cpu, cuda[:N] or tensorrt[:N]")
+    wanted = _PROVIDERS[kind]
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise BackendMissing(
+            f"device {device!r} needs onnxruntime's {wanted[0]}, which this onnxruntime {ort.__version__} lacks "
+            f"(it has {', '.join(available)}); install onnxruntime-gpu instead of onnxruntime"
+        )
+    if index:
+        return [(p, {"device_id": int(index)}) if p != "CPUExecutionProvider" else p for p in wanted]
+    return list(wanted)
+
+
+class OnnxRuntime(Runtime):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None):
+        """``path``: an ONNX file, or a serialized model in memory."""
+        import onnxruntime as ort
+
+        if not isinstance(path, bytes):
+            path = os.fspath(path)
+            if not os.path.isfile(path):
+                raise InputError(f"no such file: {path}")
+        try:
+            self._session = ort.InferenceSession(path, session_options(threads), providers=providers_for(device))
+        except (InputError, BackendMissing):
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise InputError(
+                f"{path} is not a loadable ONNX model ({first_line(exc)}); the file may be truncated or corrupt: re-export it"
+            ) from exc
+        self.threads = threads
+        super().__init__(
+            [_spec(a) for a in self._session.get_inputs()],
+            [_spec(a) for a in self._session.get_outputs()],
+            self._session.get_modelmeta().custom_metadata_map,
+            device=device,
+            path=None if isinstance(path, bytes) else path,
+        )
+        self._session_run = self._session.run
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session_run(self._output_names, feeds)
+        except Exception as exc:  # noqa: BLE001 - e.g. an index out of range inside the model
+            raise InputError(f"onnxruntime could not run {self.path}: {str(exc).strip()}") from exc
+
+    @property
+    def providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    def close(self) -> None:
+        self._session = None
+        self._session_run = None

@@ -1,0 +1,100 @@
+"""Loading source models (PyTorch, scikit-learn, ONNX) from objects or files into a SourceModel.
+
+Dispatch is by object type or file suffix; each framework's loader lives in its own module and imports
+its framework only when used. Pickle-based files need ``trust_pickle=True``: loading them runs code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, UnsafeFormatError
+from ..files import sha256
+from .base import SourceModel
+
+TORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".bin"}
+SKLEARN_SUFFIXES = {".skops"}
+PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+ONNX_SUFFIXES = {".onnx"}
+
+
+def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=None, model_class: str | None = None,
+                model_kwargs: dict | None = None, trust_pickle: bool = False) -> SourceModel:
+    """Load ``model`` (an object or a path) with the options the CLI exposes; see ``edgeml.convert``."""
+    from ..spec import parse_specs
+
+    specs = parse_specs(inputs) if inputs else None
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise InputError(f"no such file: {path}")
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; give the model file itself")
+        suffix = path.suffix.lower()
+        if suffix in ONNX_SUFFIXES:
+            from .onnx_source import load_onnx_file
+
+            return load_onnx_file(path)
+        if suffix in TORCH_SUFFIXES:
+            from .torch_source import load_torch_file
+
+            return load_torch_file(path, specs, dynamic_batch, model_class, model_kwargs, trust_pickle)
+        if suffix in SKLEARN_SUFFIXES:
+            from .sklearn_source import load_skops
+
+            obj, fmt = load_skops(path, trust_pickle), "skops"
+        elif suffix in PICKLE_SUFFIXES:
+            obj, fmt = load_pickle(path, trust_pickle), "pickle (trusted)"
+        else:
+            known = sorted(ONNX_SUFFIXES | TORCH_SUFFIXES | SKLEARN_SUFFIXES | PICKLE_SUFFIXES)
+            raise InputError(f"unknown model file suffix {path.suffix or '(none)'!r} for {path}; edgeml reads: {', '.join(known)}")
+        return load_object(obj, specs, dynamic_batch, sample, path=path, fmt=fmt, sha=sha256(path))
+    return load_object(model, specs, dynamic_batch, sample)
+
+
+def load_pickle(path: Path, trust_pickle: bool) -> Any:
+    """A joblib or pickle file: only with the explicit opt-in, because unpickling runs the file's code."""
+    if not trust_pickle:
+        raise UnsafeFormatError(
+            f"{path} is a pickle: loading it runs any code stored in it, so edgeml refuses it by default; "
+            "pass --trust-pickle (trust_pickle=True) if you made the file or trust its origin, or save the model with skops"
+        )
+    import joblib  # scikit-learn's own dependency; also reads plain pickles
+
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways, all of them the file's
+        raise InputError(f"{path} could not be unpickled ({type(exc).__name__}: {exc}); is it a complete joblib/pickle file?") from exc
+
+
+def load_object(model: Any, specs, dynamic_batch: bool, sample, path: Path | None = None, fmt: str | None = None,
+                sha: str | None = None) -> SourceModel:
+    """A model object (nn.Module, ExportedProgram, estimator, ModelProto) into a SourceModel."""
+    if _is_torch_model(model):
+        from .torch_source import from_torch_object
+
+        return from_torch_object(model, specs, dynamic_batch, path=path, fmt=fmt, sha=sha)
+    if type(model).__module__.split(".")[0] == "onnx":
+        from .onnx_source import from_onnx_proto
+
+        return from_onnx_proto(model)
+    if hasattr(model, "fit") and (hasattr(model, "predict") or hasattr(model, "transform")):
+        from .sklearn_source import from_estimator
+
+        return from_estimator(model, specs, sample, path=path, fmt=fmt, sha=sha)
+    raise InputError(
+        f"edgeml cannot convert a {type(model).__module__}.{type(model).__name__}; "
+        "give a torch nn.Module or ExportedProgram, a scikit-learn estimator, or an ONNX model"
+    )
+
+
+def _is_torch_model(model: Any) -> bool:
+    """Without importing torch: a model can only be a torch one if torch is already imported."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    return isinstance(model, (torch.nn.Module, torch.export.ExportedProgram, torch.jit.ScriptModule))

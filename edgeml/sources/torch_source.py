@@ -1,0 +1,187 @@
+"""PyTorch sources: nn.Module, ExportedProgram (.pt2), TorchScript, state dict + class, trusted pickles."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
+from ..files import sha256
+from ..spec import TensorSpec, dynamic_batch as with_dynamic_batch, normalize_dtype
+from .base import SourceModel
+
+SPEC_HINT = "pass --input NAME:DIMS[:DTYPE] for each forward() argument, e.g. --input x:1x3x224x224"
+
+
+def load_torch_file(path: Path, specs, dynamic_batch: bool, model_class: str | None, model_kwargs, trust_pickle: bool) -> SourceModel:
+    torch = require("torch", "torch")
+    sha = sha256(path)
+    if path.suffix.lower() == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure means the archive is unusable
+            raise InputError(
+                f"{path} is not a readable torch.export archive ({first_line(exc)}); save one with torch.export.save(ep, path)"
+            ) from exc
+        return from_torch_object(program, specs, dynamic_batch, path, "ExportedProgram (.pt2)", sha)
+    if _is_torchscript(path):
+        return from_torch_object(torch.jit.load(str(path), map_location="cpu"), specs, dynamic_batch, path, "TorchScript", sha)
+    obj = _torch_load(torch, path, trust_pickle)
+    if isinstance(obj, torch.nn.Module):
+        return from_torch_object(obj, specs, dynamic_batch, path, "pickled nn.Module (trusted)", sha)
+    state = _state_dict_of(obj, torch)
+    if state is None:
+        raise InputError(f"{path} holds a {type(obj).__name__}, neither a model nor a state dict of tensors")
+    if not model_class:
+        raise InputError(
+            f"{path} holds a state dict (weights only, {len(state)} tensors); "
+            "pass --model-class module:Class (and --model-kwargs JSON) so edgeml can build the network"
+        )
+    module = build_module(state, model_class, model_kwargs, path)
+    return from_torch_object(module, specs, dynamic_batch, path, f"state dict + {model_class}", sha)
+
+
+def _torch_load(torch, path: Path, trust_pickle: bool):
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - sorted out below
+        message = str(exc)
+        if "weights_only" not in message.lower() and "unpickl" not in message.lower():
+            raise InputError(f"{path} could not be read by torch.load ({first_line(exc)}); the file may be truncated or corrupt") from exc
+        if not trust_pickle:
+            raise UnsafeFormatError(
+                f"{path} holds pickled Python objects (a whole nn.Module?), not just weights: loading it runs code from the file; "
+                "pass --trust-pickle if you trust it, or save model.state_dict() and use --model-class"
+            ) from exc
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{path} could not be unpickled ({first_line(exc)}); is the class it holds importable from here?") from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _state_dict_of(obj: Any, torch) -> dict | None:
+    """A state dict, also from the common checkpoint layout ``{"state_dict": ...}``."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    return None
+
+
+def import_class(reference: str):
+    """``package.module:Class`` to the class, importing from the current folder too."""
+    module_name, _, class_name = reference.partition(":")
+    if not module_name or not class_name:
+        raise InputError(f"bad --model-class {reference!r}: write it as module:Class, e.g. mypkg.nets:Net")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - import errors of user code come in every kind
+        raise InputError(
+            f"cannot import {module_name!r} for --model-class ({type(exc).__name__}: {exc}); "
+            "run edgeml from the folder that holds it, or install its package"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise InputError(f"module {module_name!r} has no {class_name!r} for --model-class")
+    return cls
+
+
+def build_module(state: dict, model_class: str, model_kwargs, path: Path):
+    cls = import_class(model_class)
+    kwargs = json.loads(model_kwargs) if isinstance(model_kwargs, str) else dict(model_kwargs or {})
+    try:
+        module = cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(
+            f"{model_class}(**{kwargs}) failed ({type(exc).__name__}: {exc}); give its arguments with --model-kwargs JSON"
+        ) from exc
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise InputError(f"{path} does not fit {model_class}: {first_line(exc, 2)}; check --model-class and --model-kwargs") from exc
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing keys {_few(result.missing_keys)}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected keys {_few(result.unexpected_keys)}")
+        raise InputError(f"{path} does not fit {model_class}: {'; '.join(parts)}; check --model-class and --model-kwargs")
+    return module
+
+
+def from_torch_object(model: Any, specs, dynamic_batch: bool, path: Path | None = None, fmt: str | None = None,
+                      sha: str | None = None) -> SourceModel:
+    torch = require("torch", "torch")
+    notes = []
+    if isinstance(model, torch.export.ExportedProgram):
+        found = program_input_specs(model)
+        if specs and len(specs) != len(found):
+            raise SpecError(f"the ExportedProgram takes {len(found)} input(s) ({', '.join(map(str, found))}), got {len(specs)} --input")
+        specs = specs or found
+        fmt = fmt or "ExportedProgram"
+    else:
+        if not specs:
+            raise SpecError(f"the PyTorch model {type(model).__name__} needs an input spec: {SPEC_HINT}")
+        _check_arity(model, specs)
+        if getattr(model, "training", False):
+            model.eval()
+            notes.append("switched the model to eval mode (Dropout off, BatchNorm running statistics)")
+        fmt = fmt or ("TorchScript" if isinstance(model, torch.jit.ScriptModule) else "nn.Module")
+    if dynamic_batch:
+        specs = with_dynamic_batch(specs)
+    return SourceModel("torch", model, list(specs), fmt, path=str(path) if path else None, sha256=sha, notes=notes)
+
+
+def program_input_specs(program) -> list[TensorSpec]:
+    """Input specs of an ExportedProgram, symbolic dims (``s0``) kept as names (the first one as ``batch``)."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    specs = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            value = node.meta.get("val")
+            if value is None or not hasattr(value, "shape"):
+                raise SpecError(f"input {node.name!r} of the ExportedProgram is not a tensor; edgeml exports tensor inputs only")
+            shape = tuple(
+                int(d) if isinstance(d, int) else ("batch" if i == 0 else str(d)) for i, d in enumerate(value.shape)
+            )
+            specs.append(TensorSpec(node.name, shape, normalize_dtype(str(value.dtype).replace("torch.", ""))))
+    return specs
+
+
+def _check_arity(model, specs) -> None:
+    forward = getattr(model, "forward", None)
+    try:
+        params = [p for p in inspect.signature(forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return  # TorchScript and C++ modules hide their signature
+    required = [p for p in params if p.default is p.empty]
+    if not (len(required) <= len(specs) <= len(params)):
+        names = ", ".join(p.name for p in params)
+        raise SpecError(
+            f"{type(model).__name__}.forward({names}) takes {len(required)} input(s), got {len(specs)} --input; {SPEC_HINT}"
+        )
+
+
+def _few(keys, n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
