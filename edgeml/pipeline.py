@@ -19,7 +19,7 @@ from .inspection import inspect_model
 from .manifest import write_manifest
 from .sources import load_source
 from .sources.base import SourceModel
-from .validate import CheckResult, compare
+from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, compare
 
 TARGETS = ("onnx",)
 #: Samples generated for the check when no --data is given.
@@ -106,7 +106,9 @@ def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, d
         if check:
             candidate = OnnxRuntime(tmp)
             feeds, origin = check_inputs(source, data)
-            result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, inputs_from=origin)
+            allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
+            result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
+                             inputs_from=origin)
             candidate.close()
             say(result.summary())
             if not result.passed:

@@ -25,11 +25,10 @@ def sklearn_to_onnx(source: SourceModel, opset: int | None = None):
             raise ExportError(f"input {spec.name!r} has dtype {spec.dtype}; scikit-learn inputs can be {', '.join(types)}")
         initial_types.append((spec.name, types[spec.dtype]([None, *spec.shape[1:]])))
     classifier = is_classifier(source.model)
+    model = onnx_ready(source.model)
     try:
-        proto = skl2onnx.convert_sklearn(
-            onnx_ready(source.model), initial_types=initial_types, target_opset=opset,
-            options={"zipmap": False} if classifier else None,
-        )
+        proto = skl2onnx.convert_sklearn(model, initial_types=initial_types, target_opset=opset,
+                                         options=converter_options(model))
     except Exception as exc:  # noqa: BLE001 - skl2onnx signals unsupported models with many error types
         message = first_line(exc)
         if "shape calculator" in message or "converter" in message.lower():
@@ -43,6 +42,28 @@ def sklearn_to_onnx(source: SourceModel, opset: int | None = None):
     return proto, {"exporter": "skl2onnx", "skl2onnx": skl2onnx.__version__, "sklearn": sklearn.__version__}
 
 
+def converter_options(model) -> dict:
+    """No ZipMap for classifiers (labels + a probability matrix); scalers divide in double and cast back,
+    as scikit-learn does, so that features on large scales meet tree thresholds exactly as in the source."""
+    from sklearn.preprocessing import StandardScaler
+
+    options = {id(est): {"div": "div_cast"} for est in _estimators(model) if isinstance(est, StandardScaler)}
+    if is_classifier(model):
+        options[id(model)] = {"zipmap": False}
+    return options
+
+
+def _estimators(model):
+    """``model`` and every estimator nested in it (Pipeline steps, ColumnTransformer and FeatureUnion parts)."""
+    stack = [model]
+    while stack:
+        est = stack.pop()
+        yield est
+        stack.extend(step for _, step, *_ in getattr(est, "steps", []))
+        stack.extend(t for _, t, *_ in getattr(est, "transformers_", []) if hasattr(t, "fit"))
+        stack.extend(t for _, t in getattr(est, "transformer_list", []))
+
+
 def onnx_ready(model):
     """A copy whose SimpleImputers on text columns mark missing values as '' (skl2onnx cannot match NaN in strings).
 
@@ -51,15 +72,10 @@ def onnx_ready(model):
     from sklearn.impute import SimpleImputer
 
     patched = copy.deepcopy(model)
-    stack = [patched]
-    while stack:
-        est = stack.pop()
+    for est in _estimators(patched):
         if isinstance(est, SimpleImputer) and getattr(est, "statistics_", np.array([])).dtype == object:
             if not isinstance(est.missing_values, str):
                 est.missing_values = ""
-        stack.extend(step for _, step, *_ in getattr(est, "steps", []))
-        stack.extend(t for _, t, *_ in getattr(est, "transformers_", []) if hasattr(t, "fit"))
-        stack.extend(t for _, t in getattr(est, "transformer_list", []))
     return patched
 
 

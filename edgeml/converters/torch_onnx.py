@@ -22,8 +22,11 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     torch = require("torch", "torch")
     onnx = require("onnx", "torch")
     model = source.model
-    if isinstance(model, torch.export.ExportedProgram) and _needs_reexport(model, source.inputs):
-        model = model.module()  # the archive has a static batch; re-export the graph with a dynamic one
+    if isinstance(model, torch.export.ExportedProgram) and _fixes_a_symbolic_dim(model, source.inputs):
+        raise ExportError(
+            f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
+            "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
+        )
     # A symbolic dim gets an example size of 2: torch.export specializes sizes 0 and 1.
     feeds = random_feeds(source.inputs, batch=2)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
@@ -52,7 +55,7 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     return proto, record
 
 
-def _needs_reexport(program, specs) -> bool:
+def _fixes_a_symbolic_dim(program, specs) -> bool:
     found = program_input_specs(program)
     return any(isinstance(want, str) and isinstance(have, int)
                for f, s in zip(found, specs) for have, want in zip(f.shape, s.shape))

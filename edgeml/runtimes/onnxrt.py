@@ -75,9 +75,10 @@ class OnnxRuntime(Runtime):
         except (InputError, BackendMissing):
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise InputError(
-                f"{path} is not a loadable ONNX model ({first_line(exc)}); the file may be truncated or corrupt: re-export it"
-            ) from exc
+            reason = first_line(exc)
+            hint = ("the file may be truncated or corrupt: re-export it" if "NOT_IMPLEMENTED" not in reason
+                    else "an op or type there has no kernel in this onnxruntime: try another opset or dtype")
+            raise InputError(f"onnxruntime {ort.__version__} cannot load {path} ({reason}); {hint}") from exc
         self.threads = threads
         super().__init__(
             [_spec(a) for a in self._session.get_inputs()],

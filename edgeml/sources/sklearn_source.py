@@ -76,6 +76,7 @@ def column_specs(model: Any, frame) -> tuple[list[TensorSpec], dict[str, np.ndar
     for name in model.feature_names_in_:
         column = frame[name]
         if column.dtype.kind in "biuf":
+            # float32, as ONNX Runtime's ML ops (Imputer, TreeEnsemble) need; the check runs on these values.
             spec = TensorSpec(str(name), ("batch", 1), "float32")
             values = column.to_numpy(dtype=np.float32)
         else:

@@ -1,0 +1,150 @@
+"""Small real models, trained on the datasets scikit-learn ships, shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class SmallCNN(nn.Module):
+    """Conv/BatchNorm/ReLU/pooling on 1x8x8 digits."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class Encoder(nn.Module):
+    """A 2-layer nn.TransformerEncoder over token ids, pooled to class logits."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, classes: int = 3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        layer = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=64, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids):
+        return self.head(self.encoder(self.embed(ids)).mean(dim=1))
+
+
+class TwoLayer(nn.Module):
+    """Importable by --model-class tests: tests.conftest:TwoLayer."""
+
+    def __init__(self, n_in: int = 20, hidden: int = 16, n_out: int = 3):
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, hidden)
+        self.fc2 = nn.Linear(hidden, n_out)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgeml.demo import digits_split
+
+    return digits_split()
+
+
+@pytest.fixture(scope="session")
+def mlp(digits):
+    from edgeml.demo import train_mlp
+
+    X_train, _, y_train, _ = digits
+    return train_mlp(X_train, y_train, epochs=15)
+
+
+@pytest.fixture(scope="session")
+def cnn(digits):
+    X_train, _, y_train, _ = digits
+    torch.manual_seed(0)
+    model = SmallCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    X = torch.from_numpy(X_train.reshape(-1, 1, 8, 8))
+    y = torch.from_numpy(y_train.astype(np.int64))
+    for _ in range(8):
+        for idx in torch.randperm(len(X)).split(64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    torch.manual_seed(0)
+    return Encoder().eval()
+
+
+@pytest.fixture(scope="session")
+def cancer():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return train_test_split(X.astype(np.float32), y, test_size=0.3, random_state=0, stratify=y)
+
+
+@pytest.fixture(scope="session")
+def logreg(cancer):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, _, y_train, _ = cancer
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
+
+
+@pytest.fixture(scope="session")
+def forest(cancer):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X_train, _, y_train, _ = cancer
+    return RandomForestClassifier(n_estimators=30, random_state=0).fit(X_train, y_train)
+
+
+@pytest.fixture(scope="session")
+def tabular():
+    """A DataFrame with numeric and text columns (some missing) built from load_wine, and its labels."""
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    data = load_wine(as_frame=True)
+    frame = data.frame[["alcohol", "malic_acid", "color_intensity", "proline"]].copy()
+    rng = np.random.default_rng(0)
+    frame["region"] = np.where(data.target == 0, "north", np.where(rng.random(len(frame)) < 0.5, "south", "east"))
+    frame["cask"] = rng.choice(["oak", "steel"], len(frame))
+    frame.loc[::9, "alcohol"] = np.nan
+    frame.loc[::11, "region"] = np.nan
+    return frame, data.target.to_numpy()
+
+
+@pytest.fixture(scope="session")
+def column_pipeline(tabular):
+    """The classic tabular workflow: imputers, scaler, one-hot encoder -> RandomForest."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame, target = tabular
+    numeric = ["alcohol", "malic_acid", "color_intensity", "proline"]
+    text = ["region", "cask"]
+    pre = ColumnTransformer([
+        ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
+        ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                          ("onehot", OneHotEncoder(handle_unknown="ignore"))]), text),
+    ])
+    return Pipeline([("pre", pre), ("forest", RandomForestClassifier(n_estimators=30, random_state=0))]).fit(frame, target)

@@ -1,0 +1,183 @@
+"""Convert real models through the Python API, run the artifacts, compare them with their sources."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import edgeml
+from edgeml.files import sha256
+
+from .conftest import TwoLayer, torch
+
+
+def test_mlp_dynamic_batch_matches_source_accuracy(mlp, digits, tmp_path):
+    _, X_test, _, y_test = digits
+    result = edgeml.convert(mlp, "onnx", tmp_path, inputs=["x:1x64"], dynamic_batch=True, data={"x": X_test}, name="mlp")
+    artifact = result.artifacts[0]
+    assert artifact.check.passed and artifact.check.samples == len(X_test)
+    assert artifact.check.outputs[0].max_abs < 1e-4
+    assert artifact.record["exporter"] == "torch.onnx dynamo"
+    with edgeml.load(artifact.path) as model:
+        assert model.inputs[0].shape == ("batch", 64)
+        logits = model(X_test)
+    with torch.inference_mode():
+        expected = mlp(torch.from_numpy(X_test)).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    assert (logits.argmax(1) == y_test).mean() == (expected.argmax(1) == y_test).mean() > 0.9
+
+
+def test_cnn_fixed_batch_is_checked_sample_by_sample(cnn, digits, tmp_path):
+    _, X_test, _, y_test = digits
+    images = X_test.reshape(-1, 1, 8, 8)
+    result = edgeml.convert(cnn, "onnx", tmp_path, inputs=["image:1x1x8x8"])
+    check = result.artifacts[0].check
+    assert check.passed and check.samples == 16 and check.inputs_from == "generated, seed 0"
+    model = edgeml.load(result.onnx)
+    assert model.inputs[0].shape == (1, 1, 8, 8)
+    labels = np.array([model(img[None]).argmax() for img in images[:100]])
+    with torch.inference_mode():
+        expected = cnn(torch.from_numpy(images[:100])).argmax(1).numpy()
+    assert (labels == expected).all()
+    ops = edgeml.inspect(result.onnx)["ops"]
+    assert "Conv" in ops and "BatchNormalization" not in ops  # folded into the convolutions
+
+
+def test_transformer_encoder_with_dynamic_batch(encoder, tmp_path):
+    result = edgeml.convert(encoder, "onnx", tmp_path, inputs=["ids:1x12:int64"], dynamic_batch=True, name="encoder")
+    assert result.artifacts[0].check.passed
+    ids = np.random.default_rng(1).integers(0, 50, size=(3, 12))
+    with edgeml.load(result.onnx) as model:
+        out = model.run({"ids": ids})["output"]
+    with torch.inference_mode():
+        expected = encoder(torch.from_numpy(ids)).numpy()
+    assert out.shape == (3, 3)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_logistic_regression_pipeline(logreg, cancer, tmp_path):
+    _, X_test, _, _ = cancer
+    result = edgeml.convert(logreg, "onnx", tmp_path, data={"X": X_test}, name="logreg")
+    check = result.artifacts[0].check
+    assert check.passed and [o.name for o in check.outputs] == ["label", "probabilities"]
+    model = edgeml.load(result.onnx)
+    assert (model.predict(X_test) == logreg.predict(X_test)).all()
+    np.testing.assert_allclose(model.predict_proba(X_test.astype(np.float64)), logreg.predict_proba(X_test), atol=1e-5)
+
+
+def test_random_forest(forest, cancer, tmp_path):
+    _, X_test, _, _ = cancer
+    result = edgeml.convert(forest, "onnx", tmp_path, data={"X": X_test}, name="forest")
+    check = result.artifacts[0].check
+    assert check.passed and check.outputs[0].label_agreement >= 0.99
+    model = edgeml.load(result.onnx)
+    agree = (model.predict(X_test) == forest.predict(X_test)).mean()
+    assert agree >= 0.99  # only exact probability ties may break differently
+
+
+def test_column_pipeline_on_a_dataframe(column_pipeline, tabular, tmp_path):
+    frame, _ = tabular
+    result = edgeml.convert(column_pipeline, "onnx", tmp_path, sample=frame.head(40), name="tabular")
+    artifact = result.artifacts[0]
+    assert artifact.check.passed and artifact.check.inputs_from == "--sample rows"
+    assert [s.name for s in result.source.inputs] == list(frame.columns)
+    model = edgeml.load(artifact.path)
+    assert {s.name: s.dtype for s in model.inputs}["region"] == "str"
+    assert frame["region"].isna().any() and frame["alcohol"].isna().any()
+    # Numeric columns are float32 in ONNX, float64 in scikit-learn: a row near a tree split may differ.
+    assert (model.predict(frame) == column_pipeline.predict(frame)).mean() >= 0.95
+    full = edgeml.compare(result.source.reference(), model, model.feeds_from(frame), row_allowance=0.02)
+    assert full.passed, full.summary()
+    assert full.outputs[0].label_agreement == 1.0 and full.outputs[1].rows_off <= 0.02 * len(frame)
+
+
+def test_exported_program_file(mlp, tmp_path):
+    program = torch.export.export(mlp, (torch.zeros(2, 64),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(program, str(path))
+    result = edgeml.convert(path, "onnx", tmp_path / "out")
+    assert result.source.format == "ExportedProgram (.pt2)"
+    assert result.source.inputs[0].shape == ("batch", 64)
+    assert result.artifacts[0].check.passed
+    model = edgeml.load(result.onnx)
+    assert isinstance(model.inputs[0].shape[0], str) and model(np.zeros((5, 64), np.float32)).shape == (5, 10)
+
+
+def test_static_exported_program_cannot_get_a_dynamic_batch(cnn, tmp_path):
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(cnn, (torch.zeros(1, 1, 8, 8),)), str(path))
+    with pytest.raises(edgeml.EdgeMLError, match="fixed shapes.*dynamic_shapes"):
+        edgeml.convert(path, "onnx", tmp_path / "out", dynamic_batch=True)
+    assert not (tmp_path / "out" / "cnn.onnx").exists()
+
+
+def test_torchscript_falls_back_to_the_torchscript_exporter(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(TwoLayer()), str(path))
+    result = edgeml.convert(path, "onnx", tmp_path / "out", inputs=["x:1x20"])
+    record = result.artifacts[0].record
+    assert record["exporter"] == "torch.onnx TorchScript (fallback)" and record["fallback_reason"]
+    assert result.source.format == "TorchScript" and result.artifacts[0].check.passed
+
+
+def test_state_dict_with_model_class_and_kwargs(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parents[1]))
+    torch.manual_seed(0)
+    path = tmp_path / "weights.pth"
+    torch.save({"state_dict": TwoLayer(hidden=8).state_dict(), "epoch": 3}, str(path))
+    result = edgeml.convert(path, "onnx", tmp_path / "out", inputs=["x:1x20"], model_class="tests.conftest:TwoLayer",
+                            model_kwargs={"hidden": 8})
+    assert result.source.format == "state dict + tests.conftest:TwoLayer"
+    assert result.artifacts[0].check.passed
+
+
+def test_onnx_passes_through_optimized_and_checked(mlp, tmp_path):
+    first = edgeml.convert(mlp, "onnx", tmp_path / "a", inputs=["x:1x64"], optimize=False)
+    second = edgeml.convert(first.onnx, "onnx", tmp_path / "b")
+    assert second.source.kind == "onnx" and second.artifacts[0].check.passed
+    assert second.artifacts[0].record["optimizer"]["applied"]
+
+
+def test_manifest_records_artifact_source_tools_and_check(forest, cancer, tmp_path):
+    import skops.io
+
+    _, X_test, _, _ = cancer
+    source = tmp_path / "forest.skops"
+    skops.io.dump(forest, source)
+    result = edgeml.convert(source, "onnx", tmp_path / "out", data=None, inputs=None)
+    manifest = json.loads(result.manifest.read_text())
+    (entry,) = manifest["artifacts"]
+    assert entry["file"] == "forest.onnx" and entry["sha256"] == sha256(result.onnx)
+    assert entry["precision"] == "fp32" and entry["check"]["status"] == "passed"
+    assert entry["check"]["outputs"][1]["max_abs"] < 1e-4
+    (spec,) = entry["inputs"]
+    assert spec["name"] == "X" and isinstance(spec["shape"][0], str) and spec["shape"][1:] == [30]
+    assert entry["opset"]["ai.onnx.ml"] >= 1 and entry["build"]["exporter"] == "skl2onnx"
+    assert manifest["source"]["sha256"] == sha256(source) and manifest["source"]["format"] == "skops"
+    assert {"edgeml", "onnx", "onnxruntime", "skl2onnx"} <= set(manifest["environment"]["tools"])
+    assert not list((tmp_path / "out").glob(".*tmp"))
+
+
+def test_torch_runtime_loads_a_pt2_as_the_reference(mlp, tmp_path):
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(mlp, (torch.zeros(1, 64),)), str(path))
+    with edgeml.load(path) as model:
+        assert model.backend == "torch" and model.output_names == ["output"]
+        x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+        with torch.inference_mode():
+            np.testing.assert_allclose(model(x), mlp(torch.from_numpy(x)).numpy(), atol=1e-6)
+
+
+def test_compare_reports_numbers_and_fails_on_a_different_model(mlp, tmp_path):
+    a = edgeml.convert(mlp, "onnx", tmp_path / "a", inputs=["x:1x64"], dynamic_batch=True).onnx
+    torch.manual_seed(1)
+    other = TwoLayer(64, 16, 10).eval()
+    b = edgeml.convert(other, "onnx", tmp_path / "b", inputs=["x:1x64"], dynamic_batch=True).onnx
+    x = {"x": np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)}
+    same = edgeml.compare(str(a), str(a), x)
+    assert same.passed and same.outputs[0].max_abs == 0 and same.outputs[0].cosine == pytest.approx(1.0)
+    different = edgeml.compare(str(a), str(b), x)
+    assert not different.passed and "off by more than" in different.outputs[0].reason
