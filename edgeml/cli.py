@@ -95,15 +95,9 @@ def convert(model, to, output_dir, inputs, dynamic_batch, sample, data, model_cl
     """
     from .pipeline import convert as run_convert
 
-    kwargs = None
-    if model_kwargs:
-        try:
-            kwargs = json.loads(model_kwargs)
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"not valid JSON ({exc})", param_hint="--model-kwargs") from exc
     click.echo(f"edgeml convert {model} -> {to}", err=True)
     result = run_convert(model, to, output_dir, inputs=list(inputs) or None, dynamic_batch=dynamic_batch, sample=sample,
-                         data=data, model_class=model_class, model_kwargs=kwargs, trust_pickle=trust_pickle,
+                         data=data, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle,
                          optimize=not no_optimize, check=not no_check, atol=atol, rtol=rtol, opset=opset, name=name,
                          progress=_say)
     for artifact in result.artifacts:
@@ -150,8 +144,10 @@ def _render_bench(result) -> None:
     from rich.table import Table
 
     s = result.stats
-    table = Table(title=f"{result.artifact} [{result.backend}/{result.device}] batch {result.batch}, "
-                        f"threads {result.threads or 'default'}, {s['count']} runs", title_justify="left")
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{result.artifact} [{result.backend}/{result.device}] batch {result.batch}, "
+                               f"threads {result.threads or 'default'}, {s['count']} runs"), title_justify="left")
     for column in ("load", "first", "p50", "p90", "p95", "p99", "mean", "min", "max", "std", "CoV", "throughput"):
         table.add_column(column, justify="right")
     ms = lambda v: f"{v:.3f}"  # noqa: E731
@@ -215,3 +211,7 @@ def demo(output_dir, budget_ms):
     Console(width=max(120, Console().width)).print(table)
     if not all(r["check_passed"] and r["within_budget"] for r in rows):
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -44,7 +44,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"no such file: {path}")
+        raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
     if path.suffix.lower() != ".onnx":
         raise InputError(f"edgeml inspect reads .onnx files; {path} is not one (convert it first: edgeml convert {path})")
     try:

@@ -68,6 +68,8 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     """
     say = progress or (lambda message: None)
     targets = parse_targets(to)
+    if data is not None and not isinstance(data, Mapping) and not Path(data).is_file():
+        raise InputError(f"no such data file: {data}; --data takes a .npy, .npz or .csv of real inputs")
     source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
                          model_kwargs=model_kwargs, trust_pickle=trust_pickle)
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")

@@ -351,8 +351,6 @@ def test_state_dict_wrong_keys_api(files, out, at_root):
     assert_nothing_written(out)
 
 
-@pytest.mark.xfail(reason="BUG: --model-kwargs that is JSON but not an object ('[1]') crashes build_module "
-                          "(dict([1]) -> TypeError) with 'internal error', exit 4", strict=True)
 def test_model_kwargs_not_an_object(files, out, at_root):
     line = fails(2, "convert", files["state"], "--input", "x:1x20", "--model-class", TWO_LAYER,
                  "--model-kwargs", "[1]", "-o", out)
@@ -380,9 +378,6 @@ def test_bad_input_spec(files, out, at_root, spec, words):
     "x:1xfoo",
     "x:1x3",
 ])
-@pytest.mark.xfail(reason="BUG: an --input whose shape the model cannot take fails inside "
-                          "converters/torch_onnx.py:torch_to_onnx (reference run) with 'internal error' exit 4",
-                   strict=True)
 def test_input_spec_that_does_not_fit_the_model(files, out, at_root, spec):
     line = fails(2, "convert", files["state"], "--input", spec, "--model-class", TWO_LAYER, "-o", out)
     has(line, "input")
@@ -418,10 +413,6 @@ def test_export_fails_api(files, out, monkeypatch):
     assert_nothing_written(out)
 
 
-@pytest.mark.xfail(reason="BUG: the TorchScript exporter prints 'Torch IR graph at exception: ...' (many lines) "
-                          "from C++ straight to fd 1 (stdout); converters/torch_onnx.py:_quiet only redirects "
-                          "Python's sys.stdout",
-                   strict=True)
 def test_export_failure_prints_nothing_but_the_error(files, out, monkeypatch, capfd):
     monkeypatch.chdir(files["dir"])
     capfd.readouterr()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
 import warnings
 
 from ..data import random_feeds
-from ..errors import ExportError, first_line, require
+from ..errors import ExportError, SpecError, first_line, require
 from ..runtimes.pytorch import output_names_for
 from ..sources.base import SourceModel
 from ..sources.torch_source import program_input_specs
@@ -31,8 +33,14 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     feeds = random_feeds(source.inputs, batch=2)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
     runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
-    with torch.inference_mode():
-        output_names = output_names_for(runnable(*args))
+    try:
+        with torch.inference_mode(), _quiet():
+            output_names = output_names_for(runnable(*args))
+    except Exception as exc:  # noqa: BLE001 - the model rejects inputs of the given specs
+        raise SpecError(
+            f"the model fails on inputs {', '.join(map(str, source.inputs))} ({type(exc).__name__}: {first_line(exc)}); "
+            "fix --input: one spec per forward() argument, with the shape and dtype it takes"
+        ) from exc
     input_names = [s.name for s in source.inputs]
     symbols = [{axis: dim for axis, dim in enumerate(s.shape) if isinstance(dim, str)} for s in source.inputs]
     record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
@@ -63,16 +71,27 @@ def _fixes_a_symbolic_dim(program, specs) -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters print progress and warnings meant for their own developers; edgeml reports instead."""
+    """The exporters print progress, warnings and graph dumps meant for their own developers (some from C++,
+    straight to file descriptors 1 and 2); edgeml reports what matters in its own words instead."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 

@@ -22,7 +22,7 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
 
         return OnnxRuntime(path, device=device, threads=threads)
     if not path.exists():
-        raise InputError(f"no such file: {path}")
+        raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
     from ..sources import load_source
 
     source = load_source(path, **source_options)

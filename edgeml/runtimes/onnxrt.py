@@ -69,7 +69,7 @@ class OnnxRuntime(Runtime):
         if not isinstance(path, bytes):
             path = os.fspath(path)
             if not os.path.isfile(path):
-                raise InputError(f"no such file: {path}")
+                raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
         try:
             self._session = ort.InferenceSession(path, session_options(threads), providers=providers_for(device))
         except (InputError, BackendMissing):

@@ -29,7 +29,7 @@ def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
-            raise InputError(f"no such file: {path}")
+            raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
         if path.is_dir():
             raise InputError(f"{path} is a folder; give the model file itself")
         suffix = path.suffix.lower()

@@ -107,7 +107,12 @@ def import_class(reference: str):
 
 def build_module(state: dict, model_class: str, model_kwargs, path: Path):
     cls = import_class(model_class)
-    kwargs = json.loads(model_kwargs) if isinstance(model_kwargs, str) else dict(model_kwargs or {})
+    try:
+        kwargs = json.loads(model_kwargs) if isinstance(model_kwargs, str) else (model_kwargs or {})
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--model-kwargs is not valid JSON ({exc}); write it like '{{\"hidden\": 64}}'") from exc
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--model-kwargs must be a JSON object of constructor arguments, like '{{\"hidden\": 64}}', got {model_kwargs!r}")
     try:
         module = cls(**kwargs)
     except Exception as exc:  # noqa: BLE001
