@@ -65,13 +65,10 @@ def _csv_feeds(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     missing = [s.name for s in specs if s.name not in frame.columns]
     if missing:
         raise InputError(f"{path} lacks column(s) {', '.join(map(repr, missing))} for the model's inputs")
-    feeds = {}
-    for s in specs:
-        column = frame[s.name]
-        if s.dtype == "str":
-            column = column.astype(object).where(column.notna(), "").astype(str)
-        feeds[s.name] = column.to_numpy().reshape(-1, 1)
-    return feeds
+    from .runtimes.base import text_values
+
+    return {s.name: (text_values(frame[s.name]) if s.dtype == "str" else frame[s.name].to_numpy()).reshape(-1, 1)
+            for s in specs}
 
 
 def _as_spec_dtype(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:

@@ -179,11 +179,13 @@ class Runtime:
         raise InputError("; ".join(parts) + f"; the model takes: {', '.join(str(s) for s in self.inputs)}")
 
 
+def text_values(column: Any) -> np.ndarray:
+    """A pandas column of text as an object array; a missing value becomes '', edgeml's missing text."""
+    return column.astype(object).where(column.notna(), "").astype(str).to_numpy(dtype=object)
+
+
 def _column(frame: Any, spec: TensorSpec) -> np.ndarray:
-    """One DataFrame column as a (rows, 1) array of the input's dtype; missing strings become ''."""
+    """One DataFrame column as a (rows, 1) array of the input's dtype."""
     column = frame[spec.name]
-    if spec.dtype == "str":
-        values = column.astype(object).where(column.notna(), "").astype(str).to_numpy(dtype=object)
-    else:
-        values = column.to_numpy(dtype=spec.np_dtype)
+    values = text_values(column) if spec.dtype == "str" else column.to_numpy(dtype=spec.np_dtype)
     return values.reshape(-1, 1)

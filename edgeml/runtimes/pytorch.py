@@ -42,6 +42,8 @@ def resolve_device(device: str) -> str:
 
 
 class TorchRuntime(Runtime):
+    """Runs a callable already placed on ``device`` (see ``place_on``)."""
+
     backend = "torch"
 
     def __init__(self, module: Callable, inputs: list[TensorSpec], device: str = "cpu",
@@ -51,8 +53,6 @@ class TorchRuntime(Runtime):
         device = resolve_device(device)
         if threads:
             torch.set_num_threads(int(threads))
-        if hasattr(module, "to") and not _is_exported_program_module(module):
-            module = module.to(device)
         self._module = module
         self._device = torch.device(device)
         self.threads = threads
@@ -80,6 +80,14 @@ class TorchRuntime(Runtime):
         return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
 
 
-def _is_exported_program_module(module) -> bool:
-    """``ExportedProgram.module()`` results cannot be moved with ``.to``; they run where they were exported."""
-    return type(module).__name__ == "GraphModule" and hasattr(module, "_in_spec")
+def place_on(model: Any, device: str):
+    """A callable running ``model`` (nn.Module, TorchScript or ExportedProgram) on ``device``."""
+    torch = require("torch", "torch")
+    device = resolve_device(device)
+    if isinstance(model, torch.export.ExportedProgram):
+        if device != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            model = move_to_device_pass(model, device)
+        return model.module()
+    return model.to(device) if device != "cpu" else model

@@ -27,9 +27,9 @@ class SourceModel:
     def reference(self, device: str = "cpu", threads: int | None = None):
         """A Runtime running the source itself: what every artifact is compared with."""
         if self.kind == "torch":
-            from ..runtimes.pytorch import TorchRuntime
+            from ..runtimes.pytorch import TorchRuntime, place_on
 
-            module = self.model.module() if hasattr(self.model, "module") and hasattr(self.model, "graph_signature") else self.model
+            module = place_on(self.model, device)
             return TorchRuntime(module, self.inputs, device=device, path=self.path, threads=threads)
         if self.kind == "sklearn":
             from ..runtimes.sklearn import SklearnRuntime

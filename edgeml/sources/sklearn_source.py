@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
+from ..runtimes.base import text_values
 from ..spec import TensorSpec
 from .base import SourceModel
 
@@ -81,7 +82,7 @@ def column_specs(model: Any, frame) -> tuple[list[TensorSpec], dict[str, np.ndar
             values = column.to_numpy(dtype=np.float32)
         else:
             spec = TensorSpec(str(name), ("batch", 1), "str")
-            values = column.astype(object).where(column.notna(), "").astype(str).to_numpy(dtype=object)
+            values = text_values(column)
         specs.append(spec)
         feeds[spec.name] = values.reshape(-1, 1)
     return specs, feeds
