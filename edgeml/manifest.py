@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def write_manifest(output_dir: str | Path, source: dict, artifacts: list[dict]) 
         "source": source,
         "artifacts": kept + artifacts,
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
-                        "machine": platform.machine(), "tools": tool_versions(), "argv": sys.argv[1:]},
+                        "machine": platform.machine(), "tools": tool_versions()},
     }
     write_bytes_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     return path

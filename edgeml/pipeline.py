@@ -148,7 +148,10 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
 
 def _artifact_record(artifact: Artifact) -> dict:
     info = inspect_model(artifact.path)
-    check = artifact.check.to_dict() | {"status": "passed" if artifact.check.passed else "failed"} if artifact.check else {"status": "unverified", "reason": "--no-check"}
+    if artifact.check is None:
+        check = {"status": "unverified", "reason": "--no-check"}
+    else:
+        check = {"status": "passed" if artifact.check.passed else "failed", **artifact.check.to_dict()}
     return {
         "file": artifact.path.name,
         "target": artifact.target,

@@ -7,6 +7,7 @@ not a failure). Pass/fail uses per-precision tolerances, which the user can over
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -91,8 +92,8 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
     """
     from .runtimes import load
 
-    reference = load(reference) if isinstance(reference, str) else reference
-    candidate = load(candidate) if isinstance(candidate, str) else candidate
+    reference = load(reference) if isinstance(reference, (str, os.PathLike)) else reference
+    candidate = load(candidate) if isinstance(candidate, (str, os.PathLike)) else candidate
     if precision not in TOLERANCES:
         raise InputError(f"unknown precision {precision!r}; use one of {', '.join(TOLERANCES)}")
     default_atol, default_rtol, min_agreement = TOLERANCES[precision]

@@ -46,8 +46,8 @@ class TorchRuntime(Runtime):
 
     backend = "torch"
 
-    def __init__(self, module: Callable, inputs: list[TensorSpec], device: str = "cpu",
-                 output_names: list[str] | None = None, path: str | None = None, threads: int | None = None):
+    def __init__(self, module: Callable, inputs: list[TensorSpec], device: str = "cpu", path: str | None = None,
+                 threads: int | None = None):
         torch = require("torch", "torch")
         self._torch = torch
         device = resolve_device(device)
@@ -59,11 +59,8 @@ class TorchRuntime(Runtime):
         # One dry run on zeros fixes the output specs (names, dtypes, ranks).
         probe = {s.name: np.zeros(s.concrete_shape(batch=2, other=2), dtype=s.np_dtype) for s in inputs}
         result = self._forward([probe[s.name] for s in inputs])
-        names = output_names or output_names_for(result)
         flat = [t.detach().cpu().numpy() for t in flatten_outputs(result)]
-        if len(names) != len(flat):
-            raise InputError(f"{len(names)} output names given for a model with {len(flat)} outputs")
-        outputs = [spec_of_array(n, a) for n, a in zip(names, flat)]
+        outputs = [spec_of_array(n, a) for n, a in zip(output_names_for(result), flat)]
         batched = [s.with_batch("batch") if inputs and inputs[0].is_dynamic else s for s in outputs]
         super().__init__(inputs, batched, device=device, path=path)
 

@@ -56,7 +56,14 @@ def from_estimator(model: Any, specs, sample, path: Path | None = None, fmt: str
         specs, sample_feeds = column_specs(model, frame)
     elif frame is not None:
         values = frame.to_numpy() if hasattr(frame, "to_numpy") else np.asarray(frame)
-        values = values.astype(np.float32)
+        try:
+            values = values.astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"the sample has non-numeric values ({exc}) but the model was fitted on a plain array; "
+                            "give numeric rows") from exc
+        expected = getattr(model, "n_features_in_", values.shape[1])
+        if values.ndim != 2 or values.shape[1] != expected:
+            raise SpecError(f"the sample has shape {values.shape}, the model takes {expected} features per row")
         specs = [TensorSpec("X", ("batch", values.shape[1]), "float32")]
         sample_feeds = {"X": values}
     elif hasattr(model, "n_features_in_"):
