@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, SpecError
+from .errors import InputError, SpecError, no_such_file, require
 from .spec import TensorSpec
 
 DEFAULT_SEED = 0
@@ -36,7 +36,7 @@ def read_feeds(path: str | Path, specs: list[TensorSpec]) -> dict[str, np.ndarra
     """Inputs from a file: ``.npy`` (one-input models), ``.npz`` (an array per input name), ``.csv`` (columns)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"no such data file: {path}")
+        raise no_such_file(path, "data file")
     suffix = path.suffix.lower()
     names = [s.name for s in specs]
     if suffix == ".npy":
@@ -57,8 +57,7 @@ def read_feeds(path: str | Path, specs: list[TensorSpec]) -> dict[str, np.ndarra
 
 
 def _csv_feeds(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    import pandas as pd
-
+    pd = require("pandas", "sklearn")
     frame = pd.read_csv(path)
     if len(specs) == 1 and specs[0].name not in frame.columns:
         return {specs[0].name: frame.to_numpy()}
@@ -79,7 +78,3 @@ def _as_spec_dtype(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarra
     if array.dtype.kind == spec.np_dtype.kind or (array.dtype.kind in "iu" and spec.np_dtype.kind == "f"):
         return array.astype(spec.np_dtype)
     raise InputError(f"{path}: input {spec.name!r} expects {spec.dtype}, the file holds {array.dtype}")
-
-
-def batch_size(feeds: dict[str, np.ndarray]) -> int:
-    return min(len(a) for a in feeds.values()) if feeds else 0

@@ -16,6 +16,7 @@ from .errors import require
 
 def digits_split(seed: int = 0):
     """scikit-learn's 8x8 digits, scaled to [0, 1] as float32, split 75/25 with a fixed seed."""
+    require("sklearn", "sklearn")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -54,6 +55,8 @@ def train_mlp(X: np.ndarray, y: np.ndarray, epochs: int = 40, seed: int = 0):
 def run_demo(output_dir: str | Path = "edgeml-demo", budget_ms: float = 100.0,
              progress: Callable[[str], None] | None = None) -> list[dict]:
     """Train, convert, check and bench both examples; one row of results per model."""
+    require("torch", "torch")
+    require("sklearn", "sklearn")
     from sklearn.ensemble import RandomForestClassifier
 
     from .latency.runner import bench

@@ -67,3 +67,9 @@ def first_line(exc: BaseException, lines: int = 1) -> str:
     """The start of a framework's error message: enough to name the problem on one line."""
     text = [t.strip() for t in str(exc).strip().splitlines() if t.strip()]
     return " ".join(text[:lines]) if text else type(exc).__name__
+
+
+def no_such_file(path, what: str = "file") -> InputError:
+    import os
+
+    return InputError(f"no such {what}: {path}; check the path (relative paths start at {os.getcwd()})")

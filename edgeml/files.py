@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import InputError
+
 
 def sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
@@ -26,15 +28,25 @@ def sha256(path: str | os.PathLike) -> str:
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write in {final.parent} ({exc.strerror}); choose another output folder") from exc
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; artifacts are for others to read
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, first_line
+from .errors import InputError, first_line, no_such_file
 from .spec import TensorSpec
 
 #: ONNX element types (TensorProto.DataType) to edgeml dtype names.
@@ -44,7 +44,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
+        raise no_such_file(path)
     if path.suffix.lower() != ".onnx":
         raise InputError(f"edgeml inspect reads .onnx files; {path} is not one (convert it first: edgeml convert {path})")
     try:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .data import random_feeds, read_feeds
-from .errors import CheckFailed, ExportError, InputError
+from .errors import CheckFailed, ExportError, InputError, no_such_file
 from .files import atomic_path, sha256
 from .inspection import inspect_model
 from .manifest import write_manifest
@@ -69,7 +69,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     say = progress or (lambda message: None)
     targets = parse_targets(to)
     if data is not None and not isinstance(data, Mapping) and not Path(data).is_file():
-        raise InputError(f"no such data file: {data}; --data takes a .npy, .npz or .csv of real inputs")
+        raise no_such_file(data, "data file")
     source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
                          model_kwargs=model_kwargs, trust_pickle=trust_pickle)
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")

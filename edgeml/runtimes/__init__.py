@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, no_such_file
 from .base import Runtime
 
 
@@ -22,7 +22,7 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
 
         return OnnxRuntime(path, device=device, threads=threads)
     if not path.exists():
-        raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
+        raise no_such_file(path)
     from ..sources import load_source
 
     source = load_source(path, **source_options)

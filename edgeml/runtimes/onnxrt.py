@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ..errors import BackendMissing, InputError, first_line
+from ..errors import BackendMissing, InputError, first_line, no_such_file
 from ..spec import TensorSpec
 from .base import Runtime
 
@@ -69,7 +69,7 @@ class OnnxRuntime(Runtime):
         if not isinstance(path, bytes):
             path = os.fspath(path)
             if not os.path.isfile(path):
-                raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
+                raise no_such_file(path)
         try:
             self._session = ort.InferenceSession(path, session_options(threads), providers=providers_for(device))
         except (InputError, BackendMissing):

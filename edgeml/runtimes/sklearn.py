@@ -41,8 +41,7 @@ class SklearnRuntime(Runtime):
 
     def _frame(self, feeds: dict[str, np.ndarray]):
         """Column inputs back into the DataFrame the estimator was fitted on ('' is a missing string)."""
-        import pandas as pd
-
+        pd = require("pandas", "sklearn")
         data = {}
         for spec in self.inputs:
             column = feeds[spec.name].reshape(-1)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, UnsafeFormatError
+from ..errors import InputError, no_such_file
 from ..files import sha256
 from .base import SourceModel
 
@@ -29,7 +29,7 @@ def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
-            raise InputError(f"no such file: {path}; check the path (relative paths start at {os.getcwd()})")
+            raise no_such_file(path)
         if path.is_dir():
             raise InputError(f"{path} is a folder; give the model file itself")
         suffix = path.suffix.lower()
@@ -46,27 +46,14 @@ def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=
 
             obj, fmt = load_skops(path, trust_pickle), "skops"
         elif suffix in PICKLE_SUFFIXES:
+            from .pickle_source import load_pickle
+
             obj, fmt = load_pickle(path, trust_pickle), "pickle (trusted)"
         else:
             known = sorted(ONNX_SUFFIXES | TORCH_SUFFIXES | SKLEARN_SUFFIXES | PICKLE_SUFFIXES)
             raise InputError(f"unknown model file suffix {path.suffix or '(none)'!r} for {path}; edgeml reads: {', '.join(known)}")
         return load_object(obj, specs, dynamic_batch, sample, path=path, fmt=fmt, sha=sha256(path))
     return load_object(model, specs, dynamic_batch, sample)
-
-
-def load_pickle(path: Path, trust_pickle: bool) -> Any:
-    """A joblib or pickle file: only with the explicit opt-in, because unpickling runs the file's code."""
-    if not trust_pickle:
-        raise UnsafeFormatError(
-            f"{path} is a pickle: loading it runs any code stored in it, so edgeml refuses it by default; "
-            "pass --trust-pickle (trust_pickle=True) if you made the file or trust its origin, or save the model with skops"
-        )
-    import joblib  # scikit-learn's own dependency; also reads plain pickles
-
-    try:
-        return joblib.load(path)
-    except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways, all of them the file's
-        raise InputError(f"{path} could not be unpickled ({type(exc).__name__}: {exc}); is it a complete joblib/pickle file?") from exc
 
 
 def load_object(model: Any, specs, dynamic_batch: bool, sample, path: Path | None = None, fmt: str | None = None,

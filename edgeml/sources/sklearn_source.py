@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
+from ..errors import InputError, SpecError, UnsafeFormatError, first_line, no_such_file, require
 from ..runtimes.base import text_values
 from ..spec import TensorSpec
 from .base import SourceModel
 
 #: Modules whose types skops may load without asking: library code, not code from the file.
-_LIBRARY_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+_LIBRARY_MODULES = ("sklearn.", "numpy.", "scipy.")
 
 
 def load_skops(path: Path, trust_pickle: bool) -> Any:
@@ -99,7 +99,7 @@ def read_sample(path: str | Path):
     """A few rows: ``.csv`` (a DataFrame, keeping text columns) or ``.npy`` (a 2-D array)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"no such sample file: {path}")
+        raise no_such_file(path, "sample file")
     if path.suffix.lower() == ".csv":
         pd = require("pandas", "sklearn")
         try:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
+from ..errors import InputError, SpecError, first_line, require
 from ..files import sha256
 from ..spec import TensorSpec, dynamic_batch as with_dynamic_batch, normalize_dtype
-from .base import SourceModel
+from .base import SourceModel, cwd_importable
+from .pickle_source import refuse_pickle
 
 SPEC_HINT = "pass --input NAME:DIMS[:DTYPE] for each forward() argument, e.g. --input x:1x3x224x224"
 
@@ -55,12 +54,11 @@ def _torch_load(torch, path: Path, trust_pickle: bool):
         if "weights_only" not in message.lower() and "unpickl" not in message.lower():
             raise InputError(f"{path} could not be read by torch.load ({first_line(exc)}); the file may be truncated or corrupt") from exc
         if not trust_pickle:
-            raise UnsafeFormatError(
-                f"{path} holds pickled Python objects (a whole nn.Module?), not just weights: loading it runs code from the file; "
-                "pass --trust-pickle if you trust it, or save model.state_dict() and use --model-class"
-            ) from exc
+            raise refuse_pickle(path, "pickled Python objects (a whole nn.Module?), not just weights",
+                                "or save model.state_dict() and use --model-class") from exc
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=False)
+        with cwd_importable():
+            return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path} could not be unpickled ({first_line(exc)}); is the class it holds importable from here?") from exc
 
@@ -90,10 +88,9 @@ def import_class(reference: str):
     module_name, _, class_name = reference.partition(":")
     if not module_name or not class_name:
         raise InputError(f"bad --model-class {reference!r}: write it as module:Class, e.g. mypkg.nets:Net")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        with cwd_importable():
+            module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - import errors of user code come in every kind
         raise InputError(
             f"cannot import {module_name!r} for --model-class ({type(exc).__name__}: {exc}); "
