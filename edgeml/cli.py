@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from .errors import EXIT_INTERNAL, EdgeMLError
+from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError
 
 
 def _say(message: str) -> None:
@@ -60,26 +60,38 @@ def main(debug: bool):
     """
 
 
+def _source_options(command):
+    """Options that say how to load a source model, shared by convert and bench."""
+    options = [
+        click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
+                     help="An input spec, once per input, e.g. x:1x3x224x224 or ids:1x128:int64."),
+        click.option("--sample", type=click.Path(dir_okay=False),
+                     help="scikit-learn: a .csv/.npy of a few rows giving the columns."),
+        click.option("--model-class", metavar="MODULE:CLASS", help="State dicts: the nn.Module class to load the weights into."),
+        click.option("--model-kwargs", metavar="JSON", help="State dicts: constructor arguments, e.g. '{\"hidden\": 64}'."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Allow pickle files (.pkl, .joblib, whole torch modules): they run code when loaded."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--to", "to", default="onnx", show_default=True, help="Targets, comma-separated (this version: onnx).")
 @click.option("-o", "--output", "output_dir", default="build", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the artifacts and edgeml.json.")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
-              help="An input spec, once per input, e.g. x:1x3x224x224 or ids:1x128:int64.")
+@_source_options
 @click.option("--dynamic-batch", is_flag=True, help="Make the first dimension of every input symbolic.")
-@click.option("--sample", type=click.Path(dir_okay=False), help="scikit-learn: a .csv/.npy of a few rows giving the columns.")
 @click.option("--data", type=click.Path(dir_okay=False), help="Real inputs for the check (.npy, .npz, .csv).")
-@click.option("--model-class", metavar="MODULE:CLASS", help="State dicts: the nn.Module class to load the weights into.")
-@click.option("--model-kwargs", metavar="JSON", help="State dicts: constructor arguments, e.g. '{\"hidden\": 64}'.")
-@click.option("--trust-pickle", is_flag=True, help="Allow pickle files (.pkl, .joblib, whole torch modules): they run code when loaded.")
 @click.option("--no-optimize", is_flag=True, help="Skip the onnxslim optimization pass.")
 @click.option("--no-check", is_flag=True, help="Skip the check against the source (the artifact is marked unverified).")
 @click.option("--atol", type=float, help="Absolute tolerance of the check (fp32 default 1e-4).")
 @click.option("--rtol", type=float, help="Relative tolerance of the check (fp32 default 1e-3).")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
 @click.option("--name", help="Artifact file name without suffix (default: the model file's name).")
-def convert(model, to, output_dir, inputs, dynamic_batch, sample, data, model_class, model_kwargs, trust_pickle,
+def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, trust_pickle, dynamic_batch, data,
             no_optimize, no_check, atol, rtol, opset, name):
     """Convert MODEL to checked artifacts.
 
@@ -118,25 +130,31 @@ def convert(model, to, output_dir, inputs, dynamic_batch, sample, data, model_cl
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N], or tensorrt (ONNX Runtime provider).")
 @click.option("--data", type=click.Path(dir_okay=False), help="Real inputs (.npy, .npz, .csv) instead of random ones.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
-def bench(artifact, budget_ms, percentile, warmup, runs, batch, threads, device, data, json_path):
+@_source_options
+def bench(artifact, budget_ms, percentile, warmup, runs, batch, threads, device, data, json_path, inputs, sample,
+          model_class, model_kwargs, trust_pickle):
     """Measure ARTIFACT's latency per call: load time, first inference, percentiles, throughput.
+
+    ARTIFACT is an .onnx file, or a source model (.pt2, TorchScript, state dict, .skops, trusted pickle)
+    to measure the baseline it runs at today; the source options say how to load one.
 
     \b
       edgeml bench build/model.onnx --budget-ms 100          exit 0 within budget, 1 over it
       edgeml bench build/model.onnx --batch 8 --threads 1 --json bench.json
+      edgeml bench model.pt2 --runs 200                      PyTorch eager, for comparison
     """
-    from .files import write_bytes_atomic
     from .latency.runner import bench as run_bench
 
     click.echo(f"edgeml bench {artifact}", err=True)
     result = run_bench(artifact, budget_ms=budget_ms, percentile=percentile, warmup=warmup, runs=runs, batch=batch,
-                       threads=threads, device=device, data=data, progress=_say)
+                       threads=threads, device=device, data=data, progress=_say, inputs=list(inputs) or None,
+                       sample=sample, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle)
     _render_bench(result)
     if json_path:
-        write_bytes_atomic(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+        result.save_json(json_path)
         click.echo(f"wrote {json_path}", err=True)
     if result.passed is False:
-        sys.exit(1)
+        sys.exit(EXIT_GATE_FAILED)
 
 
 def _render_bench(result) -> None:
@@ -210,7 +228,7 @@ def demo(output_dir, budget_ms):
                       f"{r['p99_ms']:.3f}", "within" if r["within_budget"] else "OVER")
     Console(width=max(120, Console().width)).print(table)
     if not all(r["check_passed"] and r["within_budget"] for r in rows):
-        sys.exit(1)
+        sys.exit(EXIT_GATE_FAILED)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,16 @@ from .errors import InputError, SpecError, no_such_file, require
 from .spec import TensorSpec
 
 DEFAULT_SEED = 0
+#: Size given to symbolic dims other than the batch (a sequence length, an image side) in generated data.
+OTHER_DIM = 8
 
 
-def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
+def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SEED, other: int = OTHER_DIM) -> dict[str, np.ndarray]:
     """Deterministic inputs for ``specs``: standard normal floats, small non-negative integers, random bools."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
-        shape = spec.concrete_shape(batch=batch)
+        shape = spec.concrete_shape(batch=batch, other=other)
         kind = spec.np_dtype.kind
         if kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.np_dtype)

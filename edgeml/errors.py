@@ -6,7 +6,6 @@ Every message names the thing at fault (file, input, op, version) and says what 
 from __future__ import annotations
 
 #: Exit codes of the CLI, documented in the README.
-EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_MISSING_BACKEND = 3

@@ -1,7 +1,7 @@
 """edgeml.json: what was built from what, with which tools, and how it was checked.
 
-One manifest per output folder. Converting again into the same folder replaces the entries of the
-artifacts it rewrites and keeps the others, as long as they come from the same source.
+One manifest per output folder, one entry per artifact, each with the source it was built from.
+Converting into the same folder replaces the entries of the files it rewrites and keeps the others.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from .errors import InputError
 from .files import write_bytes_atomic
 
 MANIFEST_NAME = "edgeml.json"
@@ -30,34 +29,28 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def read_manifest(path: str | Path) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
+def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(f"no manifest at {path}; run edgeml convert first") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}); delete it and convert again") from exc
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
-def write_manifest(output_dir: str | Path, source: dict, artifacts: list[dict]) -> Path:
+def manifest_entry(artifact: str | Path) -> dict | None:
+    """The manifest's entry for an artifact file, if its folder has a manifest that lists it."""
+    artifact = Path(artifact)
+    entries = _read(artifact.parent / MANIFEST_NAME).get("artifacts", [])
+    return next((e for e in entries if e.get("file") == artifact.name), None)
+
+
+def write_manifest(output_dir: str | Path, artifacts: list[dict]) -> Path:
     """Merge ``artifacts`` into the folder's manifest (replacing same-named files) and write it atomically."""
     path = Path(output_dir) / MANIFEST_NAME
-    kept = []
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            previous = {}
-        if previous.get("source", {}).get("sha256") == source.get("sha256") and source.get("sha256"):
-            written = {a["file"] for a in artifacts}
-            kept = [a for a in previous.get("artifacts", []) if a.get("file") not in written]
+    written = {a["file"] for a in artifacts}
+    kept = [a for a in _read(path).get("artifacts", []) if a.get("file") not in written]
     manifest = {
         "schema": SCHEMA_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "artifacts": kept + artifacts,
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "machine": platform.machine(), "tools": tool_versions()},

@@ -13,10 +13,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .data import random_feeds, read_feeds
-from .errors import CheckFailed, ExportError, InputError, no_such_file
+from .errors import CheckFailed, ExportError, InputError, first_line, no_such_file
 from .files import atomic_path, sha256
 from .inspection import inspect_model
-from .manifest import write_manifest
+from .manifest import manifest_entry, write_manifest
 from .sources import load_source
 from .sources.base import SourceModel
 from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, compare
@@ -31,9 +31,13 @@ _PROTOBUF_LIMIT = 2**31 - 1
 class Artifact:
     path: Path
     target: str
-    precision: str
     check: CheckResult | None
     record: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # what ``edgeml inspect`` says of it
+
+    @property
+    def precision(self) -> str:
+        return self.info.get("precision", "?")
 
 
 @dataclass
@@ -70,6 +74,8 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     targets = parse_targets(to)
     if data is not None and not isinstance(data, Mapping) and not Path(data).is_file():
         raise no_such_file(data, "data file")
+    if name is not None and (not name or Path(name).name != name or name.startswith(".")):
+        raise InputError(f"--name {name!r} must be a plain file name without folders; use -o for the folder")
     source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
                          model_kwargs=model_kwargs, trust_pickle=trust_pickle)
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")
@@ -80,13 +86,18 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     artifacts = []
     if "onnx" in targets:
         artifacts.append(_build_onnx(source, output_dir / f"{stem}.onnx", optimize, check, data, atol, rtol, opset, say))
-    manifest = write_manifest(output_dir, source.to_record(), [_artifact_record(a) for a in artifacts])
+    manifest = write_manifest(output_dir, [_artifact_record(a, source) for a in artifacts])
     return ConvertResult(source, artifacts, manifest)
 
 
 def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, data, atol, rtol, opset, say) -> Artifact:
+    from .onnx_graph import align_inputs, opsets
+
     if source.path and final.resolve() == Path(source.path).resolve():
         raise InputError(f"the output {final} would overwrite the source; pick another output folder (-o) or --name")
+    previous = manifest_entry(final)
+    if previous and previous.get("source") != source.to_record():
+        say(f"replacing {final} (built before from {previous.get('source', {}).get('file') or 'an in-memory model'})")
     proto, record = export_onnx(source, opset)
     say(f"exported with {record['exporter']}" + (f" (dynamo failed: {record['fallback_reason']})" if "fallback_reason" in record else ""))
     if optimize:
@@ -95,30 +106,47 @@ def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, d
         proto, record["optimizer"] = optimize_onnx(proto)
         opt = record["optimizer"]
         say(f"optimized with onnxslim: {opt['nodes_before']} -> {opt['nodes_after']} nodes" if opt["applied"]
-            else f"onnxslim could not optimize this graph ({opt['reason']}); kept the exported graph")
+            else f"not optimized: {opt['reason']}; kept the exported graph")
+    problems = align_inputs(proto, source.inputs)
+    if problems:
+        raise ExportError(
+            f"{'; '.join(problems)}: the model's code fixes that size (e.g. a reshape to a constant, or a Python int "
+            "taken from a shape); make it shape-agnostic, or give the size in --input"
+        )
     if proto.ByteSize() > _PROTOBUF_LIMIT:
         raise ExportError(f"the ONNX model is {proto.ByteSize() / 2**30:.1f} GB, over protobuf's 2 GB; edgeml writes single-file models only")
     import onnx
 
-    from .runtimes.onnxrt import OnnxRuntime
-
     with atomic_path(final) as tmp:
         onnx.save_model(proto, str(tmp))
-        result = None
-        if check:
-            candidate = OnnxRuntime(tmp)
-            feeds, origin = check_inputs(source, data)
-            allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
-            result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
-                             inputs_from=origin)
-            candidate.close()
-            say(result.summary())
-            if not result.passed:
-                raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for debugging)", result)
-        else:
+        result = _check(source, tmp, record, data, atol, rtol, say) if check else None
+        if result is not None and not result.passed:
+            raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for debugging)", result)
+        if not check:
             say("check skipped (--no-check): the artifact is unverified")
-    record["opset"] = {(o.domain or "ai.onnx"): o.version for o in proto.opset_import}
-    return Artifact(final, "onnx", inspect_model(final)["precision"], result, record)
+    record["opset"] = opsets(proto)
+    return Artifact(final, "onnx", result, record, inspect_model(final))
+
+
+def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, say) -> CheckResult:
+    from .runtimes.onnxrt import OnnxRuntime
+
+    try:
+        candidate = OnnxRuntime(artifact)
+    except InputError as exc:
+        raise ExportError(
+            f"onnxruntime cannot load what {record['exporter']} produced ({first_line(exc.__cause__ or exc)}); "
+            "the model uses something the exporter or onnxruntime does not support"
+        ) from exc
+    feeds, origin = check_inputs(source, data)
+    if origin.startswith("generated") and source.kind == "sklearn":
+        say("checking on generated N(0, 1) inputs: give --sample or --data with real rows for a check that means more")
+    allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
+    with candidate:
+        result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
+                         inputs_from=origin)
+    say(result.summary())
+    return result
 
 
 def export_onnx(source: SourceModel, opset: int | None):
@@ -131,6 +159,8 @@ def export_onnx(source: SourceModel, opset: int | None):
         from .converters.sklearn_onnx import sklearn_to_onnx
 
         return sklearn_to_onnx(source, opset)
+    if opset is not None:
+        raise InputError("--opset applies to exports; an ONNX source keeps its opsets")
     return source.model, {"exporter": "none (ONNX source)"}
 
 
@@ -146,8 +176,8 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
     return random_feeds(specs), "generated, seed 0"
 
 
-def _artifact_record(artifact: Artifact) -> dict:
-    info = inspect_model(artifact.path)
+def _artifact_record(artifact: Artifact, source: SourceModel) -> dict:
+    info = artifact.info
     if artifact.check is None:
         check = {"status": "unverified", "reason": "--no-check"}
     else:
@@ -157,10 +187,11 @@ def _artifact_record(artifact: Artifact) -> dict:
         "target": artifact.target,
         "sha256": sha256(artifact.path),
         "size_bytes": info["size_bytes"],
-        "precision": artifact.precision,
+        "precision": info["precision"],
         "inputs": info["inputs"],
         "outputs": info["outputs"],
         "opset": artifact.record.get("opset"),
         "build": {k: v for k, v in artifact.record.items() if k != "opset"},
         "check": check,
+        "source": source.to_record(),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -62,6 +62,8 @@ class CheckResult:
                 parts.append(f"{o.name}: labels agree {o.label_agreement:.2%}{ties}")
             elif o.max_abs is not None:
                 parts.append(f"{o.name}: max abs {o.max_abs:.2e}, max rel {o.max_rel:.2e}, cosine {o.cosine:.6f}")
+                if o.top1_agreement is not None:
+                    parts[-1] += f", top-1 agree {o.top1_agreement:.2%}"
             if o.rows_off and o.passed:
                 parts[-1] += f" ({o.rows_off} row(s) off, within the allowance)"
             if o.reason:
@@ -72,7 +74,7 @@ class CheckResult:
 
 def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run every sample, in chunks when the model's batch dimension is fixed (e.g. exported for batch 1)."""
-    run: Callable = runtime.run if hasattr(runtime, "run") else runtime
+    run = runtime.run
     total = min(len(a) for a in feeds.values())
     first = runtime.inputs[0].shape[0] if getattr(runtime, "inputs", None) and runtime.inputs[0].shape else None
     step = first if isinstance(first, int) else total
@@ -99,6 +101,8 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
     default_atol, default_rtol, min_agreement = TOLERANCES[precision]
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
+    if atol < 0 or rtol < 0 or not 0 <= row_allowance < 1:
+        raise InputError(f"tolerances must be >= 0 (got atol {atol}, rtol {rtol}) and the row allowance in [0, 1)")
     expected = list(run_all(reference, inputs).items())
     got = list(run_all(candidate, inputs).values())
     samples = min(len(a) for a in inputs.values())
@@ -145,7 +149,9 @@ def _compare_one(name, ref, cand, atol, rtol, min_agreement, probabilities, row_
         check.passed, check.reason = False, "NaN where the reference has a number (or the reverse)"
         return check
     check.max_abs = float(diff.max()) if diff.size else 0.0
-    check.max_rel = float((diff / np.maximum(np.abs(r), 1e-12)).max()) if diff.size else 0.0
+    # Relative error where the reference is not ~0: below atol a relative error says nothing.
+    significant = np.abs(r) > atol
+    check.max_rel = float((diff[significant] / np.abs(r[significant])).max()) if significant.any() else 0.0
     rn, cn = np.nan_to_num(r).ravel(), np.nan_to_num(c).ravel()
     norms = np.linalg.norm(rn) * np.linalg.norm(cn)
     check.cosine = float(rn @ cn / norms) if norms > 0 else float(np.allclose(rn, cn))

@@ -33,7 +33,7 @@ def mlp_onnx(mlp, tmp_path_factory):
 def test_convert_pt2_writes_onnx_and_manifest(mlp_onnx):
     manifest = json.loads((mlp_onnx.parent / "edgeml.json").read_text())
     assert manifest["artifacts"][0]["check"]["status"] == "passed"
-    assert manifest["source"]["format"] == "ExportedProgram (.pt2)"
+    assert manifest["artifacts"][0]["source"]["format"] == "ExportedProgram (.pt2)"
 
 
 def test_convert_random_forest_skops_with_a_csv_sample(forest, cancer, tmp_path):

@@ -156,7 +156,7 @@ def test_manifest_records_artifact_source_tools_and_check(forest, cancer, tmp_pa
     (spec,) = entry["inputs"]
     assert spec["name"] == "X" and isinstance(spec["shape"][0], str) and spec["shape"][1:] == [30]
     assert entry["opset"]["ai.onnx.ml"] >= 1 and entry["build"]["exporter"] == "skl2onnx"
-    assert manifest["source"]["sha256"] == sha256(source) and manifest["source"]["format"] == "skops"
+    assert entry["source"]["sha256"] == sha256(source) and entry["source"]["format"] == "skops"
     assert {"edgeml", "onnx", "onnxruntime", "skl2onnx"} <= set(manifest["environment"]["tools"])
     assert not list((tmp_path / "out").glob(".*tmp"))
 
@@ -181,3 +181,72 @@ def test_compare_reports_numbers_and_fails_on_a_different_model(mlp, tmp_path):
     assert same.passed and same.outputs[0].max_abs == 0 and same.outputs[0].cosine == pytest.approx(1.0)
     different = edgeml.compare(str(a), str(b), x)
     assert not different.passed and "off by more than" in different.outputs[0].reason
+
+
+def test_symbolic_sequence_length_stays_symbolic(encoder, tmp_path):
+    result = edgeml.convert(encoder, "onnx", tmp_path, inputs=["ids:1xseq:int64"], dynamic_batch=True)
+    model = edgeml.load(result.onnx)
+    assert model.inputs[0].shape == ("batch", "seq")
+    ids = np.random.default_rng(2).integers(0, 50, size=(3, 7))
+    with torch.inference_mode():
+        np.testing.assert_allclose(model(ids), encoder(torch.from_numpy(ids)).numpy(), atol=1e-4)
+
+
+def test_estimator_fitted_on_a_numeric_dataframe_takes_one_matrix(cancer, tmp_path):
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target").astype(np.float32)
+    target = load_breast_cancer().target
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target)
+    result = edgeml.convert(forest, "onnx", tmp_path, sample=frame.head(30))
+    assert [s.name for s in result.source.inputs] == ["X"] and result.artifacts[0].check.passed
+    model = edgeml.load(result.onnx)
+    assert (model.predict(frame) == forest.predict(frame)).mean() >= 0.99
+    assert isinstance(frame, pd.DataFrame)
+
+
+def test_column_names_with_spaces_survive_the_export(tmp_path):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame[["mean radius", "mean texture", "worst area"]]
+    model = make_pipeline(ColumnTransformer([("scale", StandardScaler(), list(frame.columns))]),
+                          LogisticRegression()).fit(frame, data.target)
+    result = edgeml.convert(model, "onnx", tmp_path, sample=frame.head(50))
+    runtime = edgeml.load(result.onnx)
+    assert runtime.input_names == ["mean radius", "mean texture", "worst area"]
+    assert (runtime.predict(frame) == model.predict(frame)).all()
+    assert result.artifacts[0].precision == "fp32"  # the scaler's double constants do not make it fp64
+
+
+def test_folder_manifest_keeps_every_artifact_and_files_are_readable(mlp, forest, tmp_path):
+    import stat
+
+    messages = []
+    edgeml.convert(mlp, "onnx", tmp_path, inputs=["x:1x64"], name="mlp")
+    edgeml.convert(forest, "onnx", tmp_path, name="forest")
+    edgeml.convert(forest, "onnx", tmp_path, name="mlp", progress=messages.append)
+    manifest = json.loads((tmp_path / "edgeml.json").read_text())
+    assert sorted(a["file"] for a in manifest["artifacts"]) == ["forest.onnx", "mlp.onnx"]
+    assert {a["file"]: a["source"]["framework"] for a in manifest["artifacts"]} == {"forest.onnx": "sklearn", "mlp.onnx": "sklearn"}
+    assert any(m.startswith("replacing") for m in messages)
+    for path in (tmp_path / "mlp.onnx", tmp_path / "edgeml.json"):
+        assert path.stat().st_mode & stat.S_IROTH
+
+
+def test_opset_is_honoured(mlp, tmp_path):
+    result = edgeml.convert(mlp, "onnx", tmp_path, inputs=["x:1x64"], opset=17)
+    assert edgeml.inspect(result.onnx)["opsets"]["ai.onnx"] == 17 and result.artifacts[0].check.passed
+
+
+def test_a_closed_runtime_says_so(mlp, tmp_path):
+    model = edgeml.load(edgeml.convert(mlp, "onnx", tmp_path, inputs=["x:1x64"]).onnx)
+    model.close()
+    with pytest.raises(edgeml.EdgeMLError, match="closed"):
+        model(np.zeros((1, 64), np.float32))

@@ -576,3 +576,53 @@ def test_load_cuda_on_cpu_onnxruntime(files):
 
 def test_unknown_device(files):
     has(fails(2, "bench", files["onnx"], "--device", "tpu", *QUICK), "tpu", "cpu", "cuda")
+
+
+# -- 14. more inputs a user gets wrong -----------------------------------------------------------
+
+
+def test_name_with_folders_is_refused(files, out):
+    line = fails(2, "convert", files["onnx"], "--name", "../escape", "-o", out)
+    has(line, "--name", "plain file name")
+    assert_nothing_written(out)
+
+
+def test_inspect_empty_file(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    has(fails(2, "inspect", tmp_path / "empty.onnx"), "empty.onnx")
+
+
+def test_input_spec_on_an_onnx_file(files, out):
+    has(fails(2, "convert", files["onnx"], "--input", "x:1x20", "-o", out), "carries its own input specs")
+    has(fails(2, "bench", files["onnx"], "--input", "x:1x20"), "source models only")
+
+
+def test_sklearn_input_with_the_wrong_feature_count(files, out):
+    line = fails(2, "convert", files["pkl"], "--trust-pickle", "--input", "X:1x31", "-o", out)
+    has(line, "31 features", "fitted on 30", "X:1x30")
+    assert_nothing_written(out)
+
+
+def test_unwritable_output_folder(files, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    has(fails(2, "convert", files["onnx"], "-o", blocker / "build"), "cannot write", "output folder")
+
+
+def test_negative_tolerance_and_threads(files, out):
+    has(fails(2, "convert", files["onnx"], "--atol", "-1", "-o", out), "tolerances must be >= 0")
+    has(fails(2, "bench", files["onnx"], "--threads", "0", "--runs", "1"), "threads must be at least 1")
+
+
+def test_bench_a_state_dict_with_its_class(files, at_root):
+    code, output = cli("bench", files["state"], "--model-class", TWO_LAYER, "--input", "x:1x20", "--runs", "5")
+    assert code == 0, output
+    assert "torch/cpu" in output
+
+
+def test_missing_framework_exits_3(tmp_path):
+    """A base install without torch: the demo says which extra to install, exit 3."""
+    script = "import sys; sys.modules['torch'] = None\nfrom edgeml.cli import main\nmain(['demo', '-o', sys.argv[1]])"
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "demo")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    has(error_line(proc.stderr), "torch", "pip install", "edgeml[torch]")

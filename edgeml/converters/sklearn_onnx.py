@@ -9,7 +9,9 @@ import numpy as np
 from ..errors import ExportError, first_line, require
 from ..runtimes.base import LABEL_OUTPUT_KEY, PROBA_OUTPUT_KEY
 from ..runtimes.sklearn import is_classifier
+from ..onnx_graph import set_metadata
 from ..sources.base import SourceModel
+from ..sources.sklearn_source import walk_estimators
 
 
 def sklearn_to_onnx(source: SourceModel, opset: int | None = None):
@@ -31,12 +33,12 @@ def sklearn_to_onnx(source: SourceModel, opset: int | None = None):
                                          options=converter_options(model))
     except Exception as exc:  # noqa: BLE001 - skl2onnx signals unsupported models with many error types
         message = first_line(exc)
-        if "shape calculator" in message or "converter" in message.lower():
+        if type(exc).__name__ in ("MissingShapeCalculator", "MissingConverter"):
             message += "; skl2onnx has no converter for it: register one with skl2onnx.update_registered_converter"
         raise ExportError(f"skl2onnx cannot convert {type(source.model).__name__}: {message}") from exc
     if classifier:
         names = [o.name for o in proto.graph.output]
-        _set_metadata(proto, {LABEL_OUTPUT_KEY: names[0], PROBA_OUTPUT_KEY: names[1]})
+        set_metadata(proto, {LABEL_OUTPUT_KEY: names[0], PROBA_OUTPUT_KEY: names[1]})
     import sklearn
 
     return proto, {"exporter": "skl2onnx", "skl2onnx": skl2onnx.__version__, "sklearn": sklearn.__version__}
@@ -47,21 +49,10 @@ def converter_options(model) -> dict:
     as scikit-learn does, so that features on large scales meet tree thresholds exactly as in the source."""
     from sklearn.preprocessing import StandardScaler
 
-    options = {id(est): {"div": "div_cast"} for est in _estimators(model) if isinstance(est, StandardScaler)}
+    options = {id(est): {"div": "div_cast"} for est in walk_estimators(model) if isinstance(est, StandardScaler)}
     if is_classifier(model):
         options[id(model)] = {"zipmap": False}
     return options
-
-
-def _estimators(model):
-    """``model`` and every estimator nested in it (Pipeline steps, ColumnTransformer and FeatureUnion parts)."""
-    stack = [model]
-    while stack:
-        est = stack.pop()
-        yield est
-        stack.extend(step for _, step, *_ in getattr(est, "steps", []))
-        stack.extend(t for _, t, *_ in getattr(est, "transformers_", []) if hasattr(t, "fit"))
-        stack.extend(t for _, t in getattr(est, "transformer_list", []))
 
 
 def onnx_ready(model):
@@ -72,15 +63,9 @@ def onnx_ready(model):
     from sklearn.impute import SimpleImputer
 
     patched = copy.deepcopy(model)
-    for est in _estimators(patched):
+    for est in walk_estimators(patched):
         if isinstance(est, SimpleImputer) and getattr(est, "statistics_", np.array([])).dtype == object:
             if not isinstance(est.missing_values, str):
                 est.missing_values = ""
     return patched
 
-
-def _set_metadata(proto, values: dict) -> None:
-    existing = {p.key: p for p in proto.metadata_props}
-    for key, value in values.items():
-        entry = existing.get(key) or proto.metadata_props.add()
-        entry.key, entry.value = key, value

@@ -29,8 +29,8 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
             f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
             "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
         )
-    # A symbolic dim gets an example size of 2: torch.export specializes sizes 0 and 1.
-    feeds = random_feeds(source.inputs, batch=2)
+    # Symbolic dims get example sizes of 2 and 3: torch.export specializes sizes 0 and 1.
+    feeds = random_feeds(source.inputs, batch=2, other=3)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
     runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     try:
@@ -46,6 +46,8 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
     try:
         proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset)
+        if opset is not None and _default_opset(proto) != opset:
+            raise ExportError(f"the dynamo exporter wrote opset {_default_opset(proto)}, not the {opset} asked for")
     except Exception as dynamo_exc:  # noqa: BLE001 - any exporter failure leads to the fallback
         dynamo_reason = root_cause(dynamo_exc)
         if isinstance(model, torch.export.ExportedProgram):
@@ -61,6 +63,10 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
         record = {"exporter": "torch.onnx TorchScript (fallback)", "torch": torch.__version__,
                   "fallback_reason": dynamo_reason}
     return proto, record
+
+
+def _default_opset(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _fixes_a_symbolic_dim(program, specs) -> bool:
@@ -120,7 +126,10 @@ def _torchscript_export(torch, onnx, model, args, input_names, output_names, sym
             model, args, buffer, dynamo=False, input_names=input_names, output_names=output_names,
             dynamic_axes=dynamic_axes, opset_version=opset or FALLBACK_OPSET,
         )
-    return onnx.load_from_string(buffer.getvalue())
+    proto = onnx.load_from_string(buffer.getvalue())
+    if opset is not None and _default_opset(proto) != opset:
+        raise ExportError(f"the TorchScript exporter wrote opset {_default_opset(proto)}, not the {opset} asked for")
+    return proto
 
 
 def _dim_name(symbol: str) -> str:

@@ -56,6 +56,14 @@ class BenchResult:
         data.update(gated_ms=self.gated_ms, passed=self.passed)
         return data
 
+    def save_json(self, path: str | os.PathLike, samples: bool = False) -> None:
+        """Write the result (statistics, verdict; raw samples on request) as JSON, atomically."""
+        import json
+
+        from ..files import write_bytes_atomic
+
+        write_bytes_atomic(path, (json.dumps(self.to_dict(samples), indent=2) + "\n").encode())
+
 
 def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percentile: float = 99, warmup: int = 10,
           runs: int = 100, batch: int = 1, threads: int | None = None, device: str = "cpu", data=None,

@@ -20,6 +20,9 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
     if path.suffix.lower() == ".onnx":
         from .onnxrt import OnnxRuntime
 
+        given = [k for k, v in source_options.items() if v]
+        if given:
+            raise InputError(f"{path} is an ONNX file: {', '.join(given)} apply to source models only; drop them")
         return OnnxRuntime(path, device=device, threads=threads)
     if not path.exists():
         raise no_such_file(path)

@@ -81,12 +81,13 @@ class Runtime:
     backend = "?"
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], metadata: Mapping[str, str] | None = None,
-                 device: str = "cpu", path: str | None = None):
+                 device: str = "cpu", path: str | None = None, threads: int | None = None):
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.metadata = dict(metadata or {})
         self.device = device
         self.path = path
+        self.threads = threads
         self._checks = [_InputCheck(s) for s in self.inputs]
         self._output_names = [s.name for s in self.outputs]
 
@@ -96,6 +97,10 @@ class Runtime:
 
     def close(self) -> None:
         """Free the backend's resources; the runtime cannot run afterwards."""
+        self._run = self._closed
+
+    def _closed(self, feeds):
+        raise InputError(f"this runtime ({self.path or self.backend}) was closed; load the model again")
 
     # -- the contract -------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -189,3 +194,9 @@ def _column(frame: Any, spec: TensorSpec) -> np.ndarray:
     column = frame[spec.name]
     values = text_values(column) if spec.dtype == "str" else column.to_numpy(dtype=spec.np_dtype)
     return values.reshape(-1, 1)
+
+
+def check_threads(threads: int | None) -> int | None:
+    if threads is not None and int(threads) < 1:
+        raise InputError(f"threads must be at least 1, got {threads}; leave it unset for the backend's default")
+    return threads

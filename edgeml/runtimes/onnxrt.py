@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import BackendMissing, InputError, first_line, no_such_file
 from ..spec import TensorSpec
-from .base import Runtime
+from .base import Runtime, check_threads
 
 _ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -71,7 +71,7 @@ class OnnxRuntime(Runtime):
             if not os.path.isfile(path):
                 raise no_such_file(path)
         try:
-            self._session = ort.InferenceSession(path, session_options(threads), providers=providers_for(device))
+            self._session = ort.InferenceSession(path, session_options(check_threads(threads)), providers=providers_for(device))
         except (InputError, BackendMissing):
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
@@ -79,13 +79,13 @@ class OnnxRuntime(Runtime):
             hint = ("the file may be truncated or corrupt: re-export it" if "NOT_IMPLEMENTED" not in reason
                     else "an op or type there has no kernel in this onnxruntime: try another opset or dtype")
             raise InputError(f"onnxruntime {ort.__version__} cannot load {path} ({reason}); {hint}") from exc
-        self.threads = threads
         super().__init__(
             [_spec(a) for a in self._session.get_inputs()],
             [_spec(a) for a in self._session.get_outputs()],
             self._session.get_modelmeta().custom_metadata_map,
             device=device,
             path=None if isinstance(path, bytes) else path,
+            threads=threads,
         )
         self._session_run = self._session.run
 
@@ -100,5 +100,5 @@ class OnnxRuntime(Runtime):
         return self._session.get_providers()
 
     def close(self) -> None:
-        self._session = None
-        self._session_run = None
+        super().close()
+        self._session = self._session_run = None

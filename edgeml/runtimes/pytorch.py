@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import BackendMissing, InputError, require
 from ..spec import TensorSpec, spec_of_array
-from .base import Runtime
+from .base import Runtime, check_threads
 
 
 def flatten_outputs(result: Any) -> list:
@@ -51,18 +51,17 @@ class TorchRuntime(Runtime):
         torch = require("torch", "torch")
         self._torch = torch
         device = resolve_device(device)
-        if threads:
-            torch.set_num_threads(int(threads))
+        if check_threads(threads):
+            torch.set_num_threads(int(threads))  # process-wide in torch: there is no per-module setting
         self._module = module
         self._device = torch.device(device)
-        self.threads = threads
         # One dry run on zeros fixes the output specs (names, dtypes, ranks).
         probe = {s.name: np.zeros(s.concrete_shape(batch=2, other=2), dtype=s.np_dtype) for s in inputs}
         result = self._forward([probe[s.name] for s in inputs])
         flat = [t.detach().cpu().numpy() for t in flatten_outputs(result)]
         outputs = [spec_of_array(n, a) for n, a in zip(output_names_for(result), flat)]
         batched = [s.with_batch("batch") if inputs and inputs[0].is_dynamic else s for s in outputs]
-        super().__init__(inputs, batched, device=device, path=path)
+        super().__init__(inputs, batched, device=device, path=path, threads=threads)
 
     def _forward(self, arrays: list[np.ndarray]):
         torch = self._torch

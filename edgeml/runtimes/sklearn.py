@@ -6,6 +6,7 @@ skl2onnx gives them (``label`` and ``probabilities`` for classifiers, ``variable
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,11 @@ class SklearnRuntime(Runtime):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         X = self._frame(feeds) if self._columns else feeds[self.inputs[0].name]
+        with warnings.catch_warnings():  # "X does not have valid feature names": the array is in fitting order
+            warnings.simplefilter("ignore", UserWarning)
+            return self._predict(X)
+
+    def _predict(self, X) -> list[np.ndarray]:
         est = self.estimator
         if is_classifier(est):
             return [np.asarray(est.predict(X)), np.asarray(est.predict_proba(X), dtype=np.float32)]

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, no_such_file
+from ..errors import InputError, SpecError, no_such_file
 from ..files import sha256
 from .base import SourceModel
 
@@ -36,6 +36,8 @@ def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=
         if suffix in ONNX_SUFFIXES:
             from .onnx_source import load_onnx_file
 
+            if specs or dynamic_batch:
+                raise SpecError(f"{path} carries its own input specs; drop --input and --dynamic-batch for ONNX files")
             return load_onnx_file(path)
         if suffix in TORCH_SUFFIXES:
             from .torch_source import load_torch_file

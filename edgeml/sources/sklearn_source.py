@@ -42,11 +42,19 @@ def from_estimator(model: Any, specs, sample, path: Path | None = None, fmt: str
     require("sklearn", "sklearn")
     _check_fitted(model)
     frame = read_sample(sample) if isinstance(sample, (str, Path)) else sample
-    fitted_on_frame = hasattr(model, "feature_names_in_")
+    by_column = hasattr(model, "feature_names_in_") and (selects_columns(model) or _has_text(frame))
     sample_feeds = None
     if specs:
+        if by_column and [s.name for s in specs] != [str(c) for c in model.feature_names_in_]:
+            raise SpecError(
+                f"{type(model).__name__} selects DataFrame columns by name ({', '.join(map(str, model.feature_names_in_[:6]))}...); "
+                "give --sample rows.csv with those columns instead of --input"
+            )
         specs = [s.with_batch("batch") for s in specs]
-    elif fitted_on_frame:
+        _check_features(model, specs)
+        if frame is not None and len(specs) == 1:
+            sample_feeds = {specs[0].name: _numeric_rows(frame, model)}
+    elif by_column:
         if frame is None or not hasattr(frame, "columns"):
             names = ", ".join(map(str, model.feature_names_in_[:8]))
             raise SpecError(
@@ -55,24 +63,62 @@ def from_estimator(model: Any, specs, sample, path: Path | None = None, fmt: str
             )
         specs, sample_feeds = column_specs(model, frame)
     elif frame is not None:
-        values = frame.to_numpy() if hasattr(frame, "to_numpy") else np.asarray(frame)
-        try:
-            values = values.astype(np.float32)
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"the sample has non-numeric values ({exc}) but the model was fitted on a plain array; "
-                            "give numeric rows") from exc
-        expected = getattr(model, "n_features_in_", values.shape[1])
-        if values.ndim != 2 or values.shape[1] != expected:
-            raise SpecError(f"the sample has shape {values.shape}, the model takes {expected} features per row")
+        values = _numeric_rows(frame, model)
         specs = [TensorSpec("X", ("batch", values.shape[1]), "float32")]
         sample_feeds = {"X": values}
     elif hasattr(model, "n_features_in_"):
         specs = [TensorSpec("X", ("batch", int(model.n_features_in_)), "float32")]
     else:
         raise SpecError(f"cannot tell the input of {type(model).__name__}; pass --input X:1xN_FEATURES or --sample FILE")
-    columns = fitted_on_frame and [s.name for s in specs] == [str(c) for c in model.feature_names_in_]
     return SourceModel("sklearn", model, specs, fmt or "estimator", path=str(path) if path else None, sha256=sha,
-                       columns=columns, sample=sample_feeds)
+                       columns=by_column, sample=sample_feeds)
+
+
+def walk_estimators(model):
+    """``model`` and every estimator nested in it (Pipeline steps, ColumnTransformer and FeatureUnion parts)."""
+    stack = [model]
+    while stack:
+        est = stack.pop()
+        yield est
+        stack.extend(step for _, step, *_ in getattr(est, "steps", []))
+        stack.extend(t for _, t, *_ in getattr(est, "transformers_", []) if hasattr(t, "fit"))
+        stack.extend(t for _, t in getattr(est, "transformer_list", []))
+
+
+def selects_columns(model) -> bool:
+    """Whether the model picks DataFrame columns by name (a ColumnTransformer): it needs one input per column."""
+    from sklearn.compose import ColumnTransformer
+
+    return any(isinstance(est, ColumnTransformer) for est in walk_estimators(model))
+
+
+def _has_text(frame) -> bool:
+    return hasattr(frame, "dtypes") and any(dtype.kind not in "biuf" for dtype in frame.dtypes)
+
+
+def _numeric_rows(frame, model) -> np.ndarray:
+    """Sample rows as one float32 matrix, columns in the order the model was fitted on."""
+    if hasattr(frame, "columns") and hasattr(model, "feature_names_in_"):
+        missing = [c for c in model.feature_names_in_ if c not in frame.columns]
+        if missing:
+            raise SpecError(f"the sample lacks the training column(s) {', '.join(map(repr, missing[:5]))}; give rows with every column")
+        frame = frame[list(model.feature_names_in_)]
+    values = frame.to_numpy() if hasattr(frame, "to_numpy") else np.asarray(frame)
+    try:
+        values = values.astype(np.float32)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"the sample has non-numeric values ({exc}) but the model takes numbers; give numeric rows") from exc
+    expected = getattr(model, "n_features_in_", values.shape[-1])
+    if values.ndim != 2 or values.shape[1] != expected:
+        raise SpecError(f"the sample has shape {values.shape}, the model takes {expected} features per row")
+    return values
+
+
+def _check_features(model, specs) -> None:
+    expected = getattr(model, "n_features_in_", None)
+    if expected is not None and len(specs) == 1 and specs[0].shape[-1] != expected:
+        raise SpecError(f"--input {specs[0]} gives {specs[0].shape[-1]} features, the model was fitted on {expected}; "
+                        f"use --input {specs[0].name}:1x{expected}")
 
 
 def column_specs(model: Any, frame) -> tuple[list[TensorSpec], dict[str, np.ndarray]]:

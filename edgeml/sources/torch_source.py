@@ -136,9 +136,12 @@ def from_torch_object(model: Any, specs, dynamic_batch: bool, path: Path | None 
     notes = []
     if isinstance(model, torch.export.ExportedProgram):
         found = program_input_specs(model)
-        if specs and len(specs) != len(found):
-            raise SpecError(f"the ExportedProgram takes {len(found)} input(s) ({', '.join(map(str, found))}), got {len(specs)} --input")
-        specs = specs or found
+        if specs and [str(s) for s in specs] != [str(s) for s in found]:
+            raise SpecError(
+                f"the ExportedProgram carries its input specs ({', '.join(map(str, found))}); drop --input "
+                "(or export it again with the shapes you want)"
+            )
+        specs = found
         fmt = fmt or "ExportedProgram"
     else:
         if not specs:
