@@ -119,64 +119,119 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
     click.echo(f"wrote {result.manifest}")
 
 
+def _int_list(ctx, param, value):
+    if value is None:
+        return [None]
+    try:
+        numbers = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number or a comma-separated list, e.g. 1,8,32") from None
+    return numbers or [None]
+
+
+def _fraction(ctx, param, value):
+    try:
+        return float(str(value).strip().rstrip("%")) / 100
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a percentage, e.g. 10%") from None
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(dir_okay=False))
-@click.option("--budget-ms", type=float, help="Latency budget; exit 1 when the chosen percentile is over it.")
-@click.option("--percentile", type=float, default=99, show_default=True, help="The percentile the gate judges.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before measuring.")
-@click.option("--runs", type=int, default=100, show_default=True, help="Timed runs.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of each run.")
-@click.option("--threads", type=int, help="Intra-op threads (default: the backend's choice).")
+@click.option("--budget-ms", type=float, help="Latency budget; exit 1 when the gated percentile is over it.")
+@click.option("--percentile", type=float, default=99, show_default=True,
+              help="The percentile the gate judges, by its conservative (99% upper bound) estimate.")
+@click.option("--batch", default="1", show_default=True, callback=_int_list, help="Batch size, or a list: 1,8,32.")
+@click.option("--threads", default=None, callback=_int_list, help="Intra-op threads, or a list: 1,2 (default: the backend's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N], or tensorrt (ONNX Runtime provider).")
-@click.option("--data", type=click.Path(dir_okay=False), help="Real inputs (.npy, .npz, .csv) instead of random ones.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
+@click.option("--data", type=click.Path(dir_okay=False), help="Real inputs (.npy, .npz, .csv), cycled, instead of random ones.")
+@click.option("--warmup", "warmup_runs", type=int, default=10, show_default=True, help="Warm-up runs, at least.")
+@click.option("--warmup-ms", type=float, default=200, show_default=True, help="Warm-up time, at least.")
+@click.option("--runs", "min_runs", type=int, default=100, show_default=True, help="Timed runs, at least.")
+@click.option("--min-seconds", type=float, default=3.0, show_default=True, help="Measuring time, at least.")
+@click.option("--max-seconds", type=float, default=60.0, show_default=True,
+              help="The cap: a run extended for the percentile's sample count stops here.")
+@click.option("--baseline", type=click.Path(dir_okay=False),
+              help="A JSON from an earlier --json --save-samples run of the same artifact: gate on regressions.")
+@click.option("--max-regression", default="10%", show_default=True, callback=_fraction,
+              help="With --baseline: fail when slower by more than this AND significantly (Mann-Whitney, p<0.01).")
+@click.option("--against", type=click.Path(dir_okay=False),
+              help="Another artifact, run interleaved in the same process; reports the p50 ratio with its 95% CI.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all results as JSON.")
+@click.option("--save-samples", is_flag=True, help="With --json: include the raw samples (needed for --baseline later).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write a JUnit XML report (one testcase per run).")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY whenever that is set).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write one self-contained HTML page with the table, a histogram and a CDF (works offline).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @_source_options
-def bench(artifact, budget_ms, percentile, warmup, runs, batch, threads, device, data, json_path, inputs, sample,
-          model_class, model_kwargs, trust_pickle):
-    """Measure ARTIFACT's latency per call: load time, first inference, percentiles, throughput.
+def bench(artifact, budget_ms, percentile, batch, threads, device, data, warmup_runs, warmup_ms, min_runs, min_seconds,
+          max_seconds, baseline, max_regression, against, json_path, save_samples, junit_path, markdown_path, html_path,
+          seed, inputs, sample, model_class, model_kwargs, trust_pickle):
+    """Measure ARTIFACT's latency per call and gate on it: load time, first inference, percentiles, throughput.
 
+    The gate judges a conservative estimate of --percentile: the value that bounds it from above with 99%
+    confidence (MLPerf LoadGen's rule), so a budget does not flap on noise. The run lasts at least --runs
+    and --min-seconds, longer when the percentile needs more samples (p99: 662), never past --max-seconds.
     ARTIFACT is an .onnx file, or a source model (.pt2, TorchScript, state dict, .skops, trusted pickle)
     to measure the baseline it runs at today; the source options say how to load one.
 
     \b
-      edgeml bench build/model.onnx --budget-ms 100          exit 0 within budget, 1 over it
-      edgeml bench build/model.onnx --batch 8 --threads 1 --json bench.json
-      edgeml bench model.pt2 --runs 200                      PyTorch eager, for comparison
+      edgeml bench build/model.int8.onnx --budget-ms 100 --junit bench.xml --json bench.json
+      edgeml bench build/model.onnx --batch 1,8,32 --threads 1,2
+      edgeml bench build/model.onnx --json main.json --save-samples       (on main: the baseline)
+      edgeml bench build/model.onnx --baseline main.json --max-regression 10%
+      edgeml bench build/model.int8.onnx --against build/model.onnx
+      edgeml bench build/model.onnx --html report.html
     """
-    from .latency.runner import bench as run_bench
+    from .latency.reports import overall, write_reports
+    from .latency.runner import Method, bench_sweep
 
     click.echo(f"edgeml bench {artifact}", err=True)
-    result = run_bench(artifact, budget_ms=budget_ms, percentile=percentile, warmup=warmup, runs=runs, batch=batch,
-                       threads=threads, device=device, data=data, progress=_say, inputs=list(inputs) or None,
-                       sample=sample, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle)
-    _render_bench(result)
-    if json_path:
-        result.save_json(json_path)
-        click.echo(f"wrote {json_path}", err=True)
-    if result.passed is False:
+    method = Method(warmup_ms=warmup_ms, warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
+                    max_seconds=max_seconds)
+    results = bench_sweep(artifact, batches=batch, threads=threads, budget_ms=budget_ms, percentile=percentile,
+                          device=device, data=data, seed=seed, method=method, baseline=baseline,
+                          max_regression=max_regression, against=against, progress=_say, inputs=list(inputs) or None,
+                          sample=sample, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle)
+    _render_bench(results)
+    for path in write_reports(results, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path,
+                              html_path=html_path, samples=save_samples):
+        click.echo(f"wrote {path}", err=True)
+    if overall(results) is False:
         sys.exit(EXIT_GATE_FAILED)
 
 
-def _render_bench(result) -> None:
+def _render_bench(results) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    s = result.stats
-    from rich.markup import escape
-
-    table = Table(title=escape(f"{result.artifact} [{result.backend}/{result.device}] batch {result.batch}, "
-                               f"threads {result.threads or 'default'}, {s['count']} runs"), title_justify="left")
-    for column in ("load", "first", "p50", "p90", "p95", "p99", "mean", "min", "max", "std", "CoV", "throughput"):
-        table.add_column(column, justify="right")
-    ms = lambda v: f"{v:.3f}"  # noqa: E731
-    table.add_row(f"{result.load_ms:.1f}", ms(result.first_ms), ms(s["p50_ms"]), ms(s["p90_ms"]), ms(s["p95_ms"]),
-                  ms(s["p99_ms"]), ms(s["mean_ms"]), ms(s["min_ms"]), ms(s["max_ms"]), ms(s["std_ms"]),
-                  f"{s['cov']:.1%}", f"{s['throughput_per_s']:.0f}/s")
-    console = Console(width=max(120, Console().width))
+    first = results[0]
+    env = first.environment
+    table = Table(title=escape(f"{first.artifact} [{first.backend}/{first.device}] on {env['cpu']} "
+                               f"({env['cores']} cores, {', '.join(env['isa']) or 'no SIMD extensions found'})"),
+                  title_justify="left", caption="times in ms; gated = conservative estimate of the percentile",
+                  caption_justify="left")
+    columns = ("batch", "threads", "runs", "load", "first", "p50", "p90", "p95", "p99", "p99.9", "mean", "std",
+               "CoV", "throughput", "gated", "verdict")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "verdict" else "right")
+    for r in results:
+        s = r.stats
+        mark = {True: "[green]PASS[/]", False: "[red bold]FAIL[/]", None: "INFO"}[r.passed]
+        table.add_row(str(r.batch), str(r.threads or "default"), str(s["count"]), f"{r.load_ms:.1f}",
+                      f"{r.first_ms:.3f}", *(f"{s[k]:.3f}" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99.9_ms",
+                                                                    "mean_ms", "std_ms")),
+                      f"{s['cov']:.1%}", f"{s['throughput_per_s']:.0f}/s", f"{r.gated_ms:.3f}", mark)
+    console = Console(width=max(140, Console().width))
     console.print(table)
-    console.print("all times in ms", style="dim")
-    mark = {True: "PASS", False: "FAIL", None: "INFO"}[result.passed]
-    click.echo(f"{mark}: {result.verdict()}")
+    for r in results:
+        label = {True: "PASS", False: "FAIL", None: "INFO"}[r.passed]
+        click.echo(f"{label}: {r.name}: {r.verdict()}")
+        for note in r.notes:
+            click.echo(f"  warning: {note}")
 
 
 @main.command()

@@ -59,7 +59,7 @@ def run_demo(output_dir: str | Path = "edgeml-demo", budget_ms: float = 100.0,
     require("sklearn", "sklearn")
     from sklearn.ensemble import RandomForestClassifier
 
-    from .latency.runner import bench
+    from .latency.runner import Method, bench
     from .pipeline import convert
     from .runtimes import load
 
@@ -88,7 +88,7 @@ def run_demo(output_dir: str | Path = "edgeml-demo", budget_ms: float = 100.0,
             outputs = runtime.run({input_name: X_test})
         onnx_labels = outputs["label"] if "label" in outputs else next(iter(outputs.values())).argmax(1)
         say(f"{label}: benchmarking against {budget_ms:g} ms...")
-        timing = bench(artifact.path, budget_ms=budget_ms, warmup=20, runs=200)
+        timing = bench(artifact.path, budget_ms=budget_ms, method=Method(min_seconds=1.0))
         rows.append({
             "model": label,
             "artifact": str(artifact.path),

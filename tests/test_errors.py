@@ -522,7 +522,7 @@ def test_no_check_writes_unverified(files, out):
 
 # -- 12. bench gates ------------------------------------------------------------------------------
 
-QUICK = ("--runs", "5", "--warmup", "1")
+QUICK = ("--runs", "5", "--warmup", "1", "--warmup-ms", "0", "--min-seconds", "0.05")
 
 
 def test_bench_over_budget(files):
@@ -611,11 +611,11 @@ def test_unwritable_output_folder(files, tmp_path):
 
 def test_negative_tolerance_and_threads(files, out):
     has(fails(2, "convert", files["onnx"], "--atol", "-1", "-o", out), "tolerances must be >= 0")
-    has(fails(2, "bench", files["onnx"], "--threads", "0", "--runs", "1"), "threads must be at least 1")
+    has(fails(2, "bench", files["onnx"], "--threads", "0", *QUICK), "threads must be at least 1")
 
 
 def test_bench_a_state_dict_with_its_class(files, at_root):
-    code, output = cli("bench", files["state"], "--model-class", TWO_LAYER, "--input", "x:1x20", "--runs", "5")
+    code, output = cli("bench", files["state"], "--model-class", TWO_LAYER, "--input", "x:1x20", *QUICK)
     assert code == 0, output
     assert "torch/cpu" in output
 

@@ -35,7 +35,7 @@ def test_bench_cli_on_onnx_leaves_heavy_frameworks_out(mlp, tmp_path):
 import sys, json
 from edgeml.cli import main
 try:
-    main(["bench", {str(onnx_path)!r}, "--runs", "5"], standalone_mode=False)
+    main(["bench", {str(onnx_path)!r}, "--runs", "5", "--min-seconds", "0.05", "--warmup-ms", "0"], standalone_mode=False)
 finally:
     print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """

@@ -1,0 +1,343 @@
+"""``--html``: one self-contained HTML page per bench run, which opens offline.
+
+The page holds the summary table, the notes, the environment fingerprint and, per result, a latency
+histogram and an empirical CDF drawn as inline SVG by this module (numpy only: no plotting library, no
+script, no external font or style sheet, no URL at all). Both plots show the budget line and the value
+the gate judged, so a failed gate can be read off the picture.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from .stats import percentile_key
+
+#: Plot size in SVG user units; the page shows two plots side by side at 1200 px.
+WIDTH, HEIGHT = 560, 320
+#: Plot margins (left, right, top, bottom): room for tick labels, axis titles and line labels.
+MARGIN = (62, 18, 44, 44)
+#: A budget further from the data than this many data spans (a decade on a log axis) is drawn as an
+#: off-scale arrow, so that a generous budget does not squash the distribution into a sliver.
+BUDGET_REACH = 3.0
+#: The CDF's x axis turns logarithmic when the slowest call is this many times the median.
+LOG_TAIL = 5.0
+
+COLORS = {"bar": "#4c78a8", "curve": "#1f4e79", "budget": "#cf222e", "gate": "#9a6700", "grid": "#e4e7eb",
+          "PASS": "#1a7f37", "FAIL": "#cf222e", "INFO": "#57606a"}
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;
+ margin:0;background:#f6f8fa}
+main{max-width:1160px;margin:0 auto;padding:20px}
+h1{font-size:22px;margin:0 0 2px}h2{font-size:17px;margin:26px 0 8px}h3{font-size:15px;margin:0 0 6px}
+.sub{color:#57606a;margin:0 0 14px}
+table{border-collapse:collapse;background:#fff;width:100%}
+th,td{border:1px solid #d0d7de;padding:4px 7px;text-align:right;white-space:nowrap}
+th{background:#eef1f4;font-weight:600}td.l,th.l{text-align:left;white-space:normal}
+.v{font-weight:700;color:#fff;border-radius:4px;padding:1px 7px}
+.PASS{background:#1a7f37}.FAIL{background:#cf222e}.INFO{background:#57606a}
+section.r{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 14px;margin:14px 0}
+.verdict{margin:2px 0 8px;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+.plots{display:grid;grid-template-columns:1fr 1fr;gap:12px}
+.plots svg{width:100%;height:auto;border:1px solid #eaeef2;background:#fff}
+.env td:first-child{font-weight:600;text-align:left}.env td{text-align:left;white-space:normal}
+ul{margin:4px 0;padding-left:20px}.muted{color:#57606a}
+"""
+
+
+def verdict_word(result) -> str:
+    """PASS/FAIL when a gate was set, INFO when the run only measured."""
+    return {True: "PASS", False: "FAIL"}.get(result.passed, "INFO")
+
+
+def render_html(results: list, title: str = "edgeml bench") -> str:
+    """The whole report as one HTML string (BenchResults, in the order they ran)."""
+    from .. import __version__
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f"<h1>{escape(title)}</h1>",
+            f'<p class="sub">{len(results)} result{"s" if len(results) != 1 else ""} · generated {stamp} by edgeml '
+            f"{escape(__version__)}</p>"]
+    if not results:
+        body.append("<p>No results.</p>")
+    else:
+        body += [_summary_table(results), _notes(results), _environment(results)]
+        body += [_result_section(i, r) for i, r in enumerate(results)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(title)}</title>"
+            f"<style>{CSS}</style></head>\n<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n")
+
+
+def write_html(path: str | os.PathLike, results: list, title: str = "edgeml bench") -> Path:
+    """Write the report through a temporary name, so no half-written file is left behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(render_html(results, title), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _ms(value) -> str:
+    """Milliseconds with at least 3 significant digits, so 0.0123 and 123 both read well."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if value >= 10 or value <= 0:
+        return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+    return f"{value:.{min(max(3, 2 - math.floor(math.log10(value))), 7)}f}"
+
+
+def _summary_table(results) -> str:
+    head = ["name", "backend / device", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "mean ms", "CoV",
+            "throughput /s", "gated ms", "budget ms", "verdict"]
+    rows = []
+    for i, r in enumerate(results):
+        s, word, key = r.stats, verdict_word(r), percentile_key(r.percentile)
+        cells = [f'<td class="l"><a href="#r{i}">{escape(r.name)}</a></td>',
+                 f'<td class="l">{escape(f"{r.backend} / {r.device}")}</td>', f"<td>{s['count']:,}</td>",
+                 *(f"<td>{_ms(s.get(k))}</td>" for k in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "mean_ms")),
+                 f"<td>{s['cov']:.1%}</td>", f"<td>{s['throughput_per_s']:,.0f}</td>",
+                 f"<td>{escape(key)} {_ms(r.gated_ms)}</td>",
+                 f"<td>{'–' if r.budget_ms is None else escape(f'{r.budget_ms:g}')}</td>",
+                 f'<td><span class="v {word}">{word}</span></td>']
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f'<th class="l">{h}</th>' if h in ("name", "backend / device") else f"<th>{h}</th>" for h in head)
+    return (f"<h2>Summary</h2><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            '<p class="muted">gated: the conservative estimate of the gated percentile (99% upper bound) that the '
+            "budget is judged against.</p>")
+
+
+def _notes(results) -> str:
+    items = [f"<li>{escape(r.name + ': ' if len(results) > 1 else '')}{escape(note)}</li>"
+             for r in results for note in r.notes]
+    return "<h2>Notes</h2>" + (f"<ul>{''.join(items)}</ul>" if items else '<p class="muted">None.</p>')
+
+
+def _env_value(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "–"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "–"
+    return "–" if value is None else str(value)
+
+
+def _environment(results) -> str:
+    """One fingerprint table per distinct environment (usually one for the whole run)."""
+    groups: dict[str, list] = {}
+    for r in results:
+        groups.setdefault(json.dumps(r.environment, sort_keys=True, default=str), []).append(r)
+    parts = ["<h2>Environment</h2>"]
+    for members in groups.values():
+        if len(groups) > 1:
+            parts.append(f"<h3>{escape(', '.join(r.name for r in members))}</h3>")
+        rows = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(_env_value(v))}</td></tr>"
+                       for k, v in members[0].environment.items())
+        parts.append(f'<table class="env">{rows}</table>')
+    return "".join(parts)
+
+
+def _result_section(index: int, r) -> str:
+    word = verdict_word(r)
+    facts = (f"artifact {r.artifact} · load {_ms(r.load_ms)} ms · first inference {_ms(r.first_ms)} ms · "
+             f"min {_ms(r.stats['min_ms'])} ms · max {_ms(r.stats['max_ms'])} ms")
+    samples = np.asarray(r.samples_ns, dtype=np.float64) / 1e6
+    plots = (f'<div class="plots">{histogram_svg(r, samples)}{cdf_svg(r, samples)}</div>' if len(samples) else
+             '<p class="muted">No raw samples in this result (save them with --save-samples): no plots.</p>')
+    return (f'<section class="r" id="r{index}"><h3><span class="v {word}">{word}</span> {escape(r.name)}</h3>'
+            f'<p class="verdict">{escape(r.verdict())}</p><p class="muted">{escape(facts)}</p>{plots}</section>')
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+class _Axis:
+    """Maps data values to pixels, linear or log10, and picks readable ticks."""
+
+    def __init__(self, lo: float, hi: float, px0: float, px1: float, log: bool = False):
+        if log:
+            lo = max(lo, 1e-9)
+        if hi <= lo:  # all samples equal: give the axis some width
+            pad = abs(lo) * 0.05 or 1e-3
+            lo, hi = (lo - pad if not log else lo / 1.1), hi + pad
+        self.lo, self.hi, self.px0, self.px1, self.log = lo, hi, px0, px1, log
+
+    def _t(self, v):
+        return math.log10(max(v, 1e-12)) if self.log else v
+
+    def __call__(self, v: float) -> float:
+        a, b = self._t(self.lo), self._t(self.hi)
+        return self.px0 + (self._t(v) - a) / (b - a) * (self.px1 - self.px0)
+
+    def inside(self, v: float) -> bool:
+        return self.lo <= v <= self.hi
+
+    def ticks(self, count: int = 6) -> list[float]:
+        if self.log:
+            ticks = [m * 10.0**e for e in range(math.floor(math.log10(self.lo)), math.ceil(math.log10(self.hi)) + 1)
+                     for m in (1, 2, 5)]
+            ticks = [t for t in ticks if self.inside(t)]
+            if len(ticks) >= 3:
+                return ticks
+        step = _nice_step((self.hi - self.lo) / count)
+        first = math.ceil(self.lo / step - 1e-9) * step
+        return [round(first + i * step, 12) for i in range(int((self.hi - first) / step + 1e-9) + 1)]
+
+
+def _nice_step(raw: float) -> float:
+    """1, 2 or 5 times a power of ten: tick steps people can read."""
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _num(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _svg(parts: list[str], label: str) -> str:
+    return (f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(label)}" '
+            f'font-family="system-ui,Arial,sans-serif" font-size="12">' + "".join(parts) + "</svg>")
+
+
+def _text(x, y, s, anchor="middle", **attrs) -> str:
+    extra = "".join(f' {k.replace("_", "-")}="{escape(str(v))}"' for k, v in attrs.items())
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(s)}</text>'
+
+
+def _frame(x: _Axis, y: _Axis, title: str, xlabel: str, ylabel: str, yticks, ylabels) -> list[str]:
+    """Grid, ticks, tick labels, axis titles and the plot title."""
+    left, right, top, bottom = x.px0, x.px1, y.px1, y.px0
+    out = [_text(WIDTH / 2, 18, title, font_size=14, font_weight="600")]
+    for t in x.ticks():
+        px = x(t)
+        out.append(f'<line class="grid" x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="{COLORS["grid"]}"/>')
+        out.append(_text(px, bottom + 16, _num(t)))
+    for t, lab in zip(yticks, ylabels):
+        py = y(t)
+        out.append(f'<line class="grid" x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="{COLORS["grid"]}"/>')
+        out.append(_text(left - 6, py + 4, lab, anchor="end"))
+    out.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#8c959f"/>')
+    out.append(_text((left + right) / 2, HEIGHT - 8, xlabel))
+    out.append(_text(16, (top + bottom) / 2, ylabel, transform=f"rotate(-90 16 {(top + bottom) / 2:.1f})"))
+    return out
+
+
+def _x_range(r, samples: np.ndarray, hi: float, log: bool = False) -> tuple[float, float]:
+    """The data range, widened to show the gated value and a budget that is not far off, plus a margin."""
+    lo = float(samples.min())
+    hi = max(hi, r.gated_ms)
+    far = (lambda v: v < lo / 10 or v > hi * 10) if log else \
+          (lambda v: v < lo - BUDGET_REACH * (hi - lo) or v > hi + BUDGET_REACH * (hi - lo))
+    if r.budget_ms is not None and not far(r.budget_ms):
+        lo, hi = min(lo, r.budget_ms), max(hi, r.budget_ms)
+    if log:
+        return lo / 1.08, hi * 1.08
+    span = max(hi - lo, 1e-9)
+    return max(lo - 0.03 * span, 0.0), hi + 0.04 * span
+
+
+def _marker(x: _Axis, y: _Axis, value: float, cls: str, label: str, row: int) -> list[str]:
+    """A labelled vertical line; off-scale values get an arrow at the edge, so they are never silently lost."""
+    color, top, bottom = COLORS[cls], y.px1, y.px0
+    label_y = top - 6 if row == 0 else top + 14
+    if x.inside(value):
+        px = x(value)
+        dash = ' stroke-dasharray="6 4"' if cls == "gate" else ""
+        anchor, dx = ("end", -4) if px > (x.px0 + x.px1) / 2 else ("start", 4)
+        if row == 0:
+            anchor, dx = "middle", 0
+            px_label = min(max(px, x.px0 + 60), x.px1 - 60)
+        else:
+            px_label = px + dx
+        return [f'<line class="{cls}" data-ms="{value:g}" x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" '
+                f'stroke="{color}" stroke-width="2"{dash}/>',
+                _text(px_label, label_y, label, anchor=anchor, fill=color, font_weight="600", class_=f"{cls}-label")]
+    right = value > x.hi
+    px = x.px1 - 4 if right else x.px0 + 4
+    arrow = f"{label} →" if right else f"← {label}"
+    return [f'<line class="{cls} offscale" data-ms="{value:g}" x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" '
+            f'stroke="{color}" stroke-width="2" stroke-dasharray="2 3"/>',
+            _text(px - 4 if right else px + 4, label_y, arrow, anchor="end" if right else "start", fill=color,
+                  font_weight="600", class_=f"{cls}-label")]
+
+
+def _markers(r, x: _Axis, y: _Axis) -> list[str]:
+    key = percentile_key(r.percentile)
+    out = _marker(x, y, r.gated_ms, "gate", f"gated {key} {_ms(r.gated_ms)} ms", 1)
+    if r.budget_ms is not None:
+        out += _marker(x, y, r.budget_ms, "budget", f"budget {r.budget_ms:g} ms", 0)
+    return out
+
+
+def histogram_svg(r, samples: np.ndarray) -> str:
+    """Counts per latency bin. A long tail is clipped (and counted) so that the body stays readable: at
+    p99.9, or nearer when a few outliers lie far out (past the gated value + 2 x (p99 - p50))."""
+    p50, p99, p999 = np.quantile(samples, [0.5, 0.99, 0.999], method="inverted_cdf")
+    clip = float(min(p999, max(p99, r.gated_ms) + 2 * (p99 - p50), samples.max()))
+    shown = samples[samples <= clip]
+    beyond = len(samples) - len(shown)
+    left, right, top, bottom = MARGIN[0], WIDTH - MARGIN[1], MARGIN[2], HEIGHT - MARGIN[3]
+    x = _Axis(*_x_range(r, samples, clip), left, right)
+    lo_data, hi_data = float(shown.min()), float(shown.max())
+    q75, q25 = np.percentile(shown, [75, 25])
+    width = 2 * (q75 - q25) / len(shown) ** (1 / 3)  # Freedman-Diaconis
+    bins = int(np.clip((hi_data - lo_data) / width if width > 0 else 10, 10, 90))
+    counts, edges = np.histogram(shown, bins=bins, range=(lo_data, hi_data if hi_data > lo_data else lo_data + 1e-6))
+    y = _Axis(0, float(counts.max()) * 1.2, bottom, top)
+    yticks = [t for t in y.ticks(5) if t == int(t)]
+    out = _frame(x, y, "Latency histogram", "latency per call (ms)", "calls", yticks, [f"{int(t):,}" for t in yticks])
+    for c, a, b in zip(counts, edges[:-1], edges[1:]):
+        if c:
+            x0, x1, py = x(a), x(b), y(c)
+            out.append(f'<rect class="bar" x="{x0:.2f}" y="{py:.2f}" width="{max(x1 - x0 - 0.6, 0.8):.2f}" '
+                       f'height="{bottom - py:.2f}" fill="{COLORS["bar"]}"><title>{_num(a)}–{_num(b)} ms: {c}'
+                       "</title></rect>")
+    out += _markers(r, x, y)
+    if beyond:
+        out.append(_text(right - 6, top + 30, f"{beyond:,} slowest call{'s' if beyond > 1 else ''} "
+                         f"({beyond / len(samples):.2%}) beyond {_ms(clip)} ms not shown; max {_ms(samples.max())} ms",
+                         anchor="end", fill="#57606a", font_size=11, class_="clipped"))
+    return _svg(out, f"latency histogram of {r.name}")
+
+
+#: CDF y axis ticks: share of calls at or below a latency, on a scale that spreads the tail (1 - F, log).
+_CDF_TICKS = (0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999)
+
+
+def cdf_svg(r, samples: np.ndarray) -> str:
+    """Empirical CDF on a "nines" scale (0, 50, 90, 99, 99.9 %): the percentiles a gate judges get room."""
+    ordered = np.sort(samples)
+    n = len(ordered)
+    left, right, top, bottom = MARGIN[0], WIDTH - MARGIN[1], MARGIN[2], HEIGHT - MARGIN[3]
+    median = float(np.median(ordered))
+    log = median > 0 and float(ordered[-1]) / median > LOG_TAIL
+    x = _Axis(*_x_range(r, ordered, float(ordered[-1]), log), left, right, log=log)
+    nines = lambda share: -np.log10(1 - np.minimum(share, 1 - 1e-12))  # noqa: E731
+    y_top = float(nines(1 - 0.5 / n))  # the last sample's plotting position (Hazen: (i - 0.5) / n)
+    y = _Axis(0.0, y_top * 1.02, bottom, top)
+    ticks = [t for t in _CDF_TICKS if nines(t) <= y_top * 1.02]
+    out = _frame(x, y, "Empirical CDF", f"latency per call (ms{', log scale' if log else ''})", "calls at or below",
+                 [float(nines(t)) for t in ticks], [f"{t * 100:g}%" for t in ticks])
+    # step curve: at each sample value the share jumps from (i-1)/n to i/n; Hazen midpoints keep it finite
+    ys = nines((np.arange(1, n + 1) - 0.5) / n)
+    keep = np.unique(np.concatenate([np.linspace(0, n - 1, min(n, 1500)).astype(int), np.arange(max(n - 300, 0), n)]))
+    pts = " ".join(f"{x(float(ordered[i])):.1f},{y(float(ys[i])):.1f}" for i in keep)
+    out.append(f'<polyline class="cdf" points="{pts}" fill="none" stroke="{COLORS["curve"]}" stroke-width="2"/>')
+    level = float(nines(r.percentile / 100)) if r.percentile < 100 else y_top
+    if level <= y.hi:
+        py = y(level)
+        out.append(f'<line class="gate-level" x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" '
+                   f'stroke="{COLORS["gate"]}" stroke-dasharray="3 3"/>')
+        if x.inside(r.gated_ms):
+            out.append(f'<circle class="gate-point" cx="{x(r.gated_ms):.1f}" cy="{py:.1f}" r="4.5" '
+                       f'fill="{COLORS["gate"]}"/>')
+    out += _markers(r, x, y)
+    return _svg(out, f"latency CDF of {r.name}")
