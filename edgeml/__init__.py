@@ -14,6 +14,7 @@ _API = {
     "convert": ("edgeml.pipeline", "convert"),
     "load": ("edgeml.runtimes", "load"),
     "bench": ("edgeml.latency.runner", "bench"),
+    "bench_sweep": ("edgeml.latency.runner", "bench_sweep"),
     "compare": ("edgeml.validate", "compare"),
     "inspect": ("edgeml.inspection", "inspect_model"),
     "Runtime": ("edgeml.runtimes.base", "Runtime"),
