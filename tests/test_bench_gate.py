@@ -123,7 +123,7 @@ def test_sweep_json_junit_markdown_and_step_summary(onnx_model, tmp_path, monkey
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = CliRunner().invoke(main, ["bench", str(onnx_model), "--budget-ms", "1000", "--batch", "1,4", "--threads", "1",
                                     *QUICK_FLAGS, "--json", str(tmp_path / "b.json"), "--junit", str(tmp_path / "b.xml"),
-                                    "--markdown", str(tmp_path / "b.md")])
+                                    "--markdown", str(tmp_path / "b.md"), "--html", str(tmp_path / "b.html")])
     assert out.exit_code == 0, out.output
     document = json.loads((tmp_path / "b.json").read_text())
     assert document["passed"] is True and [r["batch"] for r in document["results"]] == [1, 4]
@@ -135,6 +135,8 @@ def test_sweep_json_junit_markdown_and_step_summary(onnx_model, tmp_path, monkey
     table = (tmp_path / "b.md").read_text()
     assert "| `tiny.onnx` | 4 | 1 |" in table and "✅ pass" in table
     assert summary.read_text().startswith("earlier step\n### edgeml bench")
+    page = (tmp_path / "b.html").read_text()
+    assert page.count("<svg") == 4 and "budget 1000 ms" in page
 
 
 def test_failing_gate_exits_1_with_junit_failure(onnx_model, tmp_path):

@@ -81,12 +81,11 @@ def render_html(results: list, title: str = "edgeml bench") -> str:
 
 
 def write_html(path: str | os.PathLike, results: list, title: str = "edgeml bench") -> Path:
-    """Write the report through a temporary name, so no half-written file is left behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_html(results, title), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write the report atomically, so no half-written file is left behind."""
+    from ..files import write_bytes_atomic
+
+    write_bytes_atomic(path, render_html(results, title).encode("utf-8"))
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------- tables

@@ -92,10 +92,9 @@ def write_reports(results: list[BenchResult], *, json_path=None, junit_path=None
         write_bytes_atomic(junit_path, junit_xml(results).encode())
         written.append(Path(junit_path))
     if html_path:
-        from .html_report import render_html
+        from .html_report import write_html
 
-        write_bytes_atomic(html_path, render_html(results).encode())
-        written.append(Path(html_path))
+        written.append(write_html(html_path, results))
     text = markdown(results)
     if markdown_path:
         write_bytes_atomic(markdown_path, text.encode())
