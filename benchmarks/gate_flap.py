@@ -5,7 +5,7 @@
 3. Bench it N times with the budget at 0.5x that p50: every run must fail.
 4. The harness's own cost per iteration: the timing loop around an empty callable (target < 2 us).
 
-    python benchmarks/gate_flap.py [--repeats 10] [--min-seconds 3] [--json out.json]
+    python benchmarks/gate_flap.py [--repeats 10] [--min-seconds 3] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -52,18 +52,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--min-seconds", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: onnxruntime's choice)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     method = Method(min_seconds=args.min_seconds)
     with tempfile.TemporaryDirectory() as folder:
         artifact = small_cnn(Path(folder))
-        reference = edgeml.bench(artifact, method=method)
+        reference = edgeml.bench(artifact, method=method, threads=args.threads)
         p50, p99 = reference.stats["p50_ms"], reference.stats["p99_ms"]
         print(f"reference run: p50 {p50:.3f} ms, p99 {p99:.3f} ms, CoV {reference.stats['cov']:.1%}, "
               f"{reference.stats['count']} runs")
         loose, tight = 1.5 * p99, 0.5 * p50
-        passes = [edgeml.bench(artifact, budget_ms=loose, method=method) for _ in range(args.repeats)]
-        fails = [edgeml.bench(artifact, budget_ms=tight, method=method) for _ in range(args.repeats)]
+        passes = [edgeml.bench(artifact, budget_ms=loose, method=method, threads=args.threads) for _ in range(args.repeats)]
+        fails = [edgeml.bench(artifact, budget_ms=tight, method=method, threads=args.threads) for _ in range(args.repeats)]
     passed = sum(bool(r.passed) for r in passes)
     failed = sum(r.passed is False for r in fails)
     harness = harness_cost_us()
