@@ -17,6 +17,8 @@ _API = {
     "bench_sweep": ("edgeml.latency.runner", "bench_sweep"),
     "compare": ("edgeml.validate", "compare"),
     "inspect": ("edgeml.inspection", "inspect_model"),
+    "Int8Options": ("edgeml.calibration.int8", "Int8Options"),
+    "ImageOptions": ("edgeml.calibration.sources", "ImageOptions"),
     "Runtime": ("edgeml.runtimes.base", "Runtime"),
     "TensorSpec": ("edgeml.spec", "TensorSpec"),
     "EdgeMLError": ("edgeml.errors", "EdgeMLError"),

@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError
+from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError, InputError
 
 
 def _say(message: str) -> None:
@@ -91,32 +91,107 @@ def _source_options(command):
 @click.option("--rtol", type=float, help="Relative tolerance of the check (fp32 default 1e-3).")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
 @click.option("--name", help="Artifact file name without suffix (default: the model file's name).")
+@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static INT8 from --calib data, else dynamic INT8.")
+@click.option("--calib", metavar="DATA",
+              help="Calibration data: .npy, .npz, a folder of them or of images, a .csv, or file.py:function / module:function.")
+@click.option("--calib-samples", type=int, default=128, show_default=True, help="Samples to calibrate on (a seeded subset).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option("--int8-flavour", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
+              help="tensorrt: symmetric activations (zero points 0), as TensorRT's explicit quantization wants.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="Points of accuracy (or of label agreement) INT8 may lose against FP32; cosine >= 0.99 otherwise.")
+@click.option("--eval-data", type=click.Path(dir_okay=False), help="Inputs to judge INT8 on (default: held-out calibration samples).")
+@click.option("--eval-labels", type=click.Path(dir_okay=False), help="Integer labels of --eval-data (.npy or .csv): judge the accuracy drop.")
+@click.option("--resize", metavar="HxW", help="Images: resize to this (default: the model input's size).")
+@click.option("--mean", metavar="M[,M,M]", help="Images: per-channel mean, after --scale, e.g. 0.485,0.456,0.406.")
+@click.option("--std", metavar="S[,S,S]", help="Images: per-channel std, after --scale, e.g. 0.229,0.224,0.225.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True, help="Images: tensor layout.")
+@click.option("--scale", type=float, default=255.0, show_default=True, help="Images: pixel values are divided by this.")
 def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, trust_pickle, dynamic_batch, data,
-            no_optimize, no_check, atol, rtol, opset, name):
+            no_optimize, no_check, atol, rtol, opset, name, int8, calib, calib_samples, calib_method, int8_flavour,
+            max_accuracy_drop, eval_data, eval_labels, resize, mean, std, layout, scale):
     """Convert MODEL to checked artifacts.
 
     MODEL is a .pt2 (torch.export), a TorchScript .pt, a state dict .pt/.pth (with --model-class), a .skops,
     a .pkl/.joblib (with --trust-pickle) or an .onnx file. Every artifact is run beside its source on the
-    same inputs; a mismatch beyond tolerance fails the command (exit 1) and writes nothing.
+    same inputs; a mismatch beyond tolerance fails the command (exit 1) and writes nothing. With --int8 the
+    INT8 model is judged against FP32 on held-out data; layers that hurt are kept in FP32, and an INT8
+    model that still fails is not written (exit 1).
 
     \b
       edgeml convert model.pt2 -o build/
       edgeml convert model.pth --model-class mypkg.nets:Net --input x:1x20 -o build/
       edgeml convert model.skops --sample train.csv -o build/
       edgeml convert model.pkl --trust-pickle --input X:1x30 -o build/
+      edgeml convert model.pt2 --int8 --calib images/ --calib-samples 256 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      edgeml convert model.pt2 --int8 --calib calib.npz --calib-method entropy --max-accuracy-drop 1
+      edgeml convert model.onnx --int8                  (no calibration data: dynamic INT8)
     """
     from .pipeline import convert as run_convert
 
+    quantization = _int8_options(int8, calib, calib_samples, calib_method, int8_flavour, max_accuracy_drop, eval_data,
+                                 eval_labels, resize, mean, std, layout, scale)
     click.echo(f"edgeml convert {model} -> {to}", err=True)
     result = run_convert(model, to, output_dir, inputs=list(inputs) or None, dynamic_batch=dynamic_batch, sample=sample,
                          data=data, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle,
                          optimize=not no_optimize, check=not no_check, atol=atol, rtol=rtol, opset=opset, name=name,
-                         progress=_say)
+                         int8=quantization, progress=_say)
     for artifact in result.artifacts:
-        status = "checked" if artifact.check else "UNVERIFIED"
+        status = "checked" if artifact.check or "quantization" in artifact.record else "UNVERIFIED"
         size = artifact.path.stat().st_size / 1024
         click.echo(f"wrote {artifact.path} ({artifact.precision}, {size:.1f} KiB, {status})")
+        if "quantization" in artifact.record:
+            _render_quantization(artifact.record["quantization"])
     click.echo(f"wrote {result.manifest}")
+
+
+def _numbers(text: str | None, flag: str, separator: str = ",") -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace("x", separator).split(separator))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of numbers", param_hint=flag) from None
+
+
+def _int8_options(int8, calib, calib_samples, calib_method, flavour, max_drop, eval_data, eval_labels, resize, mean,
+                  std, layout, scale):
+    """The INT8 flags as the API's Int8Options; calibration flags without --int8 are a usage error."""
+    if not int8:
+        if calib or eval_data or eval_labels:
+            raise InputError("--calib, --eval-data and --eval-labels apply with --int8; add --int8")
+        return False
+    from .calibration.int8 import Int8Options
+    from .calibration.sources import ImageOptions
+
+    size = _numbers(resize, "--resize", "x")
+    if size is not None and len(size) != 2:
+        raise click.BadParameter(f"{resize!r}: give HEIGHTxWIDTH, e.g. 224x224", param_hint="--resize")
+    image = ImageOptions(resize=tuple(int(v) for v in size) if size else None, mean=_numbers(mean, "--mean"),
+                         std=_numbers(std, "--std"), layout=layout, scale=scale)
+    return Int8Options(calib=calib, calib_samples=calib_samples, method=calib_method, flavour=flavour,
+                       max_accuracy_drop=max_drop, eval_data=eval_data, eval_labels=eval_labels, image=image)
+
+
+def _render_quantization(report: dict) -> None:
+    """The quantization report, in a few lines for a terminal or a CI log."""
+    lines = [f"  INT8 ({report['mode']}, {report['method']}, {report['flavour']} flavour): "
+             f"{report['size_fp32_bytes'] / 1024:.1f} KiB -> {report['size_int8_bytes'] / 1024:.1f} KiB"]
+    if "calibration_samples" in report:
+        lines.append(f"  calibration: {report['calibration_samples']} samples in {report['calibration_seconds']:.2f} s, "
+                     f"process peak RSS {report['peak_rss_mb']:.0f} MB")
+    lines.append(f"  accuracy: {report['accuracy']['summary']}")
+    if report["excluded_layers"]:
+        lines.append(f"  kept in FP32: {', '.join(report['excluded_layers'])}")
+    worst = report.get("lowest_sqnr_layers", [])[:5]
+    if worst:
+        lines.append("  lowest SQNR: " + ", ".join(f"{w['node']} {w['sqnr_db']:.1f} dB" for w in worst))
+    latency = report["latency"]
+    lines.append(f"  latency p50: FP32 {latency['p50_fp32_ms']:.3f} ms, INT8 {latency['p50_int8_ms']:.3f} ms "
+                 f"({latency['speedup']:.2f}x; CPU {', '.join(latency['isa']) or 'no SIMD extensions found'})")
+    if "note" in latency:
+        lines.append(f"  note: {latency['note']}")
+    click.echo("\n".join(lines))
 
 
 def _int_list(ctx, param, value):

@@ -63,11 +63,13 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
             dynamic_batch: bool = False, sample=None, data=None, model_class: str | None = None,
             model_kwargs: dict | str | None = None, trust_pickle: bool = False, optimize: bool = True,
             check: bool = True, atol: float | None = None, rtol: float | None = None, opset: int | None = None,
-            name: str | None = None, progress: Callable[[str], None] | None = None) -> ConvertResult:
+            name: str | None = None, int8=False, progress: Callable[[str], None] | None = None) -> ConvertResult:
     """Convert ``model`` (an object or a file) to checked artifacts in ``output_dir``.
 
     ``inputs``: specs like ``"x:1x3x224x224"``; ``sample``: rows (file or DataFrame) giving a scikit-learn
     model's columns; ``data``: a .npy/.npz/.csv of real inputs for the check (else generated, seed 0).
+    ``int8``: True for dynamic INT8, or ``Int8Options(calib=...)`` for static INT8 from calibration data;
+    writes ``NAME.int8.onnx`` beside the FP32 artifact once it passes the accuracy gate.
     Raises CheckFailed (exit 1) when an artifact does not match its source, unless ``check=False``.
     """
     say = progress or (lambda message: None)
@@ -86,8 +88,22 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     artifacts = []
     if "onnx" in targets:
         artifacts.append(_build_onnx(source, output_dir / f"{stem}.onnx", optimize, check, data, atol, rtol, opset, say))
-    manifest = write_manifest(output_dir, [_artifact_record(a, source) for a in artifacts])
+    try:
+        if int8:
+            artifacts.append(_build_int8(artifacts[0], output_dir / f"{stem}.int8.onnx", int8, say))
+    finally:  # the FP32 artifact is written and checked: the manifest lists it even when INT8 fails
+        manifest = write_manifest(output_dir, [_artifact_record(a, source) for a in artifacts])
     return ConvertResult(source, artifacts, manifest)
+
+
+def _build_int8(fp32: Artifact, final: Path, int8, say) -> Artifact:
+    from .calibration.int8 import Int8Options, build_int8
+    from .spec import TensorSpec
+
+    options = int8 if isinstance(int8, Int8Options) else Int8Options()
+    specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
+    report = build_int8(fp32.path, final, specs, options, say)
+    return Artifact(final, "onnx", None, {"quantization": report}, inspect_model(final))
 
 
 def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, data, atol, rtol, opset, say) -> Artifact:
@@ -178,7 +194,9 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
 
 def _artifact_record(artifact: Artifact, source: SourceModel) -> dict:
     info = artifact.info
-    if artifact.check is None:
+    if "quantization" in artifact.record:
+        check = {"status": "passed", "against": "the FP32 artifact", **artifact.record["quantization"]["accuracy"]}
+    elif artifact.check is None:
         check = {"status": "unverified", "reason": "--no-check"}
     else:
         check = {"status": "passed" if artifact.check.passed else "failed", **artifact.check.to_dict()}

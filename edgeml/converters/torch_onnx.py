@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
-import os
-import sys
-import warnings
 
 from ..data import random_feeds
 from ..errors import ExportError, SpecError, first_line, require
+from ..quiet import quiet
 from ..runtimes.pytorch import output_names_for
 from ..sources.base import SourceModel
 from ..sources.torch_source import program_input_specs
@@ -34,7 +30,7 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
     runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     try:
-        with torch.inference_mode(), _quiet():
+        with torch.inference_mode(), quiet():
             output_names = output_names_for(runnable(*args))
     except Exception as exc:  # noqa: BLE001 - the model rejects inputs of the given specs
         raise SpecError(
@@ -75,33 +71,6 @@ def _fixes_a_symbolic_dim(program, specs) -> bool:
                for f, s in zip(found, specs) for have, want in zip(f.shape, s.shape))
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print progress, warnings and graph dumps meant for their own developers (some from C++,
-    straight to file descriptors 1 and 2); edgeml reports what matters in its own words instead."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset):
     dynamic_shapes = None
     if any(symbols) and not isinstance(model, torch.export.ExportedProgram):
@@ -110,7 +79,7 @@ def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset
             {axis: dims.setdefault(name, torch.export.Dim(_dim_name(name), min=1)) for axis, name in s.items()} or None
             for s in symbols
         )
-    with _quiet():
+    with quiet():
         program = torch.onnx.export(
             model, args, dynamo=True, input_names=input_names, output_names=output_names,
             dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=True, verbose=False,
@@ -121,7 +90,7 @@ def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset
 def _torchscript_export(torch, onnx, model, args, input_names, output_names, symbols, opset):
     buffer = io.BytesIO()
     dynamic_axes = {name: s for name, s in zip(input_names, symbols) if s} or None
-    with _quiet():
+    with quiet():
         torch.onnx.export(
             model, args, buffer, dynamo=False, input_names=input_names, output_names=output_names,
             dynamic_axes=dynamic_axes, opset_version=opset or FALLBACK_OPSET,

@@ -1,0 +1,118 @@
+"""Calibration memory does not grow with the number of samples; and FP32 vs INT8 latency of a real CNN.
+
+A ResNet-18-shaped network (random weights, 1x3x224x224) is exported by edgeml, then calibrated in fresh
+processes on 128 and on 1024 streamed samples; each child reports its own peak RSS (getrusage). Target:
+peak(1024) <= 1.25 x peak(128). Then the 1024-sample INT8 model and the FP32 one are benched (p50, batch 1).
+
+    python benchmarks/calibration_memory.py [--samples 128,1024] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+TARGET_RATIO = 1.25
+
+
+def resnet18():
+    """torchvision's ResNet-18 layout (BasicBlocks 2-2-2-2), written out: torchvision is not installable here."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
+
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
+    torch.manual_seed(0)
+    return nn.Sequential(*layers).eval()
+
+
+def images(count: int):
+    """A streaming calibration source: ``count`` seeded random images, one at a time."""
+    def generate():
+        rng = np.random.default_rng(0)
+        for _ in range(count):
+            yield {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    return generate
+
+
+def child(model: str, count: int) -> None:
+    """Calibrate in this fresh process and print its peak RSS (MB) and the time, as JSON."""
+    from edgeml.calibration.quantize import calibrate, peak_rss_mb, preprocess
+    from edgeml.calibration.sources import open_source
+    from edgeml.onnx_graph import graph_input_specs, read_onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        pre = workdir / "pre.onnx"
+        preprocess(Path(model), pre)
+        before = peak_rss_mb()
+        source = open_source(images(count), graph_input_specs(read_onnx(model)))
+        result = calibrate(pre, source, "minmax", "cpu", workdir, lambda message: None)
+        if count == max(int(c) for c in sys.argv[-1].split(",")):
+            from edgeml.calibration.quantize import quantize_static
+
+            quantize_static(pre, result.ranges, "cpu", [], Path(model).with_suffix(".int8.onnx"))
+    print(json.dumps({"samples": count, "peak_rss_mb": result.peak_rss_mb, "before_mb": before,
+                      "seconds": result.seconds}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", default="128,1024")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    counts = [int(c) for c in args.samples.split(",")]
+    import edgeml
+
+    with tempfile.TemporaryDirectory() as folder:
+        fp32 = edgeml.convert(resnet18(), "onnx", folder, inputs=["input:1x3x224x224"], name="resnet18").onnx
+        runs = []
+        for count in counts:
+            out = subprocess.run([sys.executable, __file__, "--child", str(fp32), str(count), args.samples],
+                                 capture_output=True, text=True, check=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+            print(f"{count:5d} samples: peak RSS {runs[-1]['peak_rss_mb']:.0f} MB "
+                  f"(after loading {runs[-1]['before_mb']:.0f} MB), calibration {runs[-1]['seconds']:.1f} s")
+        int8 = fp32.with_suffix(".int8.onnx")
+        from edgeml.latency.runner import Method
+
+        method = Method(min_seconds=5)
+        p50 = {name: edgeml.bench(path, method=method).stats["p50_ms"] for name, path in (("fp32", fp32), ("int8", int8))}
+    ratio = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
+    print(f"peak RSS ratio {counts[-1]} / {counts[0]} samples: {ratio:.3f} (target <= {TARGET_RATIO})")
+    print(f"latency p50 batch 1: FP32 {p50['fp32']:.2f} ms, INT8 {p50['int8']:.2f} ms "
+          f"({p50['fp32'] / p50['int8']:.2f}x)")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "ratio": ratio, "p50_ms": p50}, indent=2) + "\n")
+    return 0 if ratio <= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]))
+    else:
+        raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""INT8 quantization with onnxruntime.quantization: static Q/DQ from calibration data, or dynamic without.
+
+One pipeline serves every target: the Q/DQ ONNX it writes runs on ONNX Runtime's CPU EP as it is (and is
+checked there) and is what TensorRT 11 builds from (explicit quantization). The ``tensorrt`` flavour makes
+activations symmetric (zero points 0), as TensorRT wants.
+
+Calibration is streamed: the source yields one sample at a time and ranges (or histograms) are
+accumulated chunk by chunk, so memory does not grow with the number of samples. Calibrating once gives
+the ranges; quantizing again (to keep the layers that hurt accuracy most in FP32) reuses them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import InputError, require
+from ..quiet import quiet
+
+METHODS = ("minmax", "entropy", "percentile")
+FLAVOURS = ("cpu", "tensorrt")
+#: Samples run through the calibration model per pass: memory is bounded by this, not by the sample count.
+CHUNK = 16
+#: Ops the dynamic quantizer touches: MatMul/Gemm-heavy models (MLPs, transformers) gain; ConvInteger with
+#: int8 weights has no CPU kernel, so convolutions stay FP32.
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM", "GRU"]
+
+
+@dataclass
+class Calibration:
+    """What calibration produced: the ranges, and how it went."""
+
+    ranges: Any
+    samples: int
+    seconds: float
+    peak_rss_mb: float
+
+
+class _StreamReader:
+    """A CalibrationDataReader over an iterator of samples, handing out a bounded chunk per pass."""
+
+    def __init__(self, samples: Iterator[dict]):
+        self._samples = samples
+        self._left = 0
+
+    def allow(self, count: int) -> None:
+        self._left = count
+
+    def get_next(self):
+        if self._left <= 0:
+            return None
+        self._left -= 1
+        return next(self._samples, None)
+
+
+def _reader(samples: Iterator[dict]):
+    """A ``_StreamReader`` that is also onnxruntime's CalibrationDataReader (imported only when quantizing)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return type("StreamReader", (_StreamReader, CalibrationDataReader), {})(samples)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux and macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def preprocess(fp32: Path, out: Path) -> dict:
+    """ONNX Runtime's recommended pre-processing (shape inference, graph optimization), then unique
+    node names, which layer exclusion needs. Falls back step by step and says what ran."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    record = {"pre_process": "quant_pre_process"}
+    try:
+        with quiet():
+            quant_pre_process(str(fp32), str(out))
+    except Exception:  # noqa: BLE001 - symbolic shape inference fails on some dynamic graphs
+        try:
+            with quiet():
+                quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
+            record["pre_process"] = "quant_pre_process without symbolic shape inference"
+        except Exception:  # noqa: BLE001
+            out.write_bytes(fp32.read_bytes())
+            record["pre_process"] = "none (quant_pre_process failed on this graph)"
+    model = onnx.load(str(out))
+    seen = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+    onnx.save(model, str(out))
+    return record
+
+
+def calibrate(model: Path, samples, method: str, flavour: str, workdir: Path,
+              progress: Callable[[str], None]) -> Calibration:
+    """Run ``samples`` (a CalibrationSource) through the model in chunks and compute the tensor ranges."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    total = len(samples)
+    start = time.perf_counter()
+    with quiet():
+        calibrator = create_calibrator(model, _op_types(), augmented_model_path=str(workdir / "augmented.onnx"),
+                                       calibrate_method=methods[method],
+                                       extra_options={"symmetric": flavour == "tensorrt"})
+    reader = _reader(iter(samples))
+    done = 0
+    while done < total:
+        count = min(CHUNK, total - done)
+        reader.allow(count)
+        with quiet():
+            calibrator.collect_data(reader)
+        done += count
+        progress(f"calibrated on {done}/{total} samples")
+    with quiet():
+        ranges = calibrator.compute_data()
+    return Calibration(ranges, total, time.perf_counter() - start, peak_rss_mb())
+
+
+def _op_types() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def quantize_static(model: Path, ranges, flavour: str, exclude: list[str], out: Path) -> None:
+    """Write a Q/DQ model: INT8 weights per channel (symmetric), INT8 activations (symmetric for TensorRT)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    extra = {"ActivationSymmetric": flavour == "tensorrt", "WeightSymmetric": True}
+    with quiet():
+        quantizer = QDQQuantizer(load_model_with_shape_infer(model), True, False, QuantType.QInt8, QuantType.QInt8,
+                                 ranges, [], list(exclude), _op_types(), extra)
+        quantizer.quantize_model()
+        quantizer.model.save_model_to_file(str(out))  # sorts the graph topologically, as onnx requires
+
+
+def quantize_dynamic(model: Path, out: Path) -> None:
+    """Weights INT8, activations quantized at run time: the usual choice for MLPs and transformers on CPUs."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
+
+    with quiet():
+        ort_quantize_dynamic(model, out, op_types_to_quantize=DYNAMIC_OPS, per_channel=False,
+                             weight_type=QuantType.QInt8)
+
+
+def layer_sqnr(fp32: Path, int8: Path, samples: list[dict], workdir: Path) -> list[dict]:
+    """Per-tensor SQNR (dB) between FP32 and Q/DQ activations, lowest (worst) first: onnxruntime's
+    qdq_loss_debug on a few held-out samples. Each tensor comes with the nodes that produce and consume it:
+    keeping a tensor in FP32 means keeping its consumers (where its Q/DQ pair sits) in FP32 too."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                          create_activation_matching,
+                                                          modify_model_output_intermediate_tensors)
+
+    graph = onnx.load(str(fp32)).graph
+    producers = {out: node.name for node in graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.name)
+    activations = {}
+    for label, path in (("float", fp32), ("qdq", int8)):
+        augmented = workdir / f"sqnr_{label}.onnx"
+        with quiet():
+            modify_model_output_intermediate_tensors(str(path), str(augmented))
+            reader = _reader(iter(samples))
+            reader.allow(len(samples))
+            activations[label] = collect_activations(str(augmented), reader)
+    matching = create_activation_matching(activations["qdq"], activations["float"])
+    errors = compute_activation_error(matching)
+    layers = [{"tensor": name, "node": producers[name], "nodes": [producers[name], *consumers.get(name, [])],
+               "sqnr_db": float(err["xmodel_err"])}
+              for name, err in errors.items() if "xmodel_err" in err and name in producers]
+    return sorted(layers, key=lambda layer: layer["sqnr_db"])
+
+
+def stack(samples) -> dict[str, np.ndarray]:
+    """Samples of batch 1 into one batch per input."""
+    items = list(samples)
+    if not items:
+        raise InputError("no evaluation samples: give --eval-data, or a calibration source with more samples")
+    return {name: np.concatenate([s[name] for s in items]) for name in items[0]}
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Integer class labels from a .npy, or a one-column .csv/.txt."""
+    path = Path(path)
+    if not path.is_file():
+        from ..errors import no_such_file
+
+        raise no_such_file(path, "labels file")
+    if path.suffix.lower() == ".npy":
+        labels = np.load(path, allow_pickle=False)
+    else:
+        pd = require("pandas", "sklearn")
+        labels = pd.read_csv(path, header=None).iloc[:, -1].to_numpy()
+    labels = np.asarray(labels).reshape(-1)
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"{path} holds {labels.dtype} values; --eval-labels takes integer class labels")
+    return labels
