@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import itertools
 
 import numpy as np
 
-from .errors import InputError, SpecError, no_such_file, require
+from .errors import InputError, SpecError
 from .spec import TensorSpec
 
 DEFAULT_SEED = 0
@@ -34,49 +34,17 @@ def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SE
     return feeds
 
 
-def read_feeds(path: str | Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    """Inputs from a file: ``.npy`` (one-input models), ``.npz`` (an array per input name), ``.csv`` (columns)."""
-    path = Path(path)
-    if not path.is_file():
-        raise no_such_file(path, "data file")
-    suffix = path.suffix.lower()
-    names = [s.name for s in specs]
-    if suffix == ".npy":
-        if len(specs) != 1:
-            raise InputError(f"{path} holds one array but the model takes {len(specs)} inputs ({', '.join(names)}); use an .npz with one array per input")
-        feeds = {names[0]: np.load(path, allow_pickle=False)}
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [n for n in names if n not in archive.files]
-            if missing:
-                raise InputError(f"{path} lacks array(s) for input(s) {', '.join(map(repr, missing))}; it holds {', '.join(archive.files)}")
-            feeds = {n: archive[n] for n in names}
-    elif suffix == ".csv":
-        feeds = _csv_feeds(path, specs)
-    else:
-        raise InputError(f"unknown data suffix {path.suffix!r} for {path}; use .npy, .npz or .csv")
-    return {s.name: _as_spec_dtype(feeds[s.name], s, path) for s in specs}
+def read_feeds(path, specs: list[TensorSpec], limit: int | None = None) -> dict[str, np.ndarray]:
+    """Real inputs, one batch per input: any calibration source (``.npy``, ``.npz``, ``.csv``, a folder of
+    arrays or images, ``file.py:function``), its samples stacked, the first ``limit`` of them."""
+    from .calibration.sources import open_source
+
+    return stack_samples(itertools.islice(iter(open_source(path, specs)), limit), str(path))
 
 
-def _csv_feeds(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    pd = require("pandas", "sklearn")
-    frame = pd.read_csv(path)
-    if len(specs) == 1 and specs[0].name not in frame.columns:
-        return {specs[0].name: frame.to_numpy()}
-    missing = [s.name for s in specs if s.name not in frame.columns]
-    if missing:
-        raise InputError(f"{path} lacks column(s) {', '.join(map(repr, missing))} for the model's inputs")
-    from .runtimes.base import text_values
-
-    return {s.name: (text_values(frame[s.name]) if s.dtype == "str" else frame[s.name].to_numpy()).reshape(-1, 1)
-            for s in specs}
-
-
-def _as_spec_dtype(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:
-    if spec.dtype == "str":
-        return array.astype(object)
-    if array.dtype == spec.np_dtype:
-        return array
-    if array.dtype.kind == spec.np_dtype.kind or (array.dtype.kind in "iu" and spec.np_dtype.kind == "f"):
-        return array.astype(spec.np_dtype)
-    raise InputError(f"{path}: input {spec.name!r} expects {spec.dtype}, the file holds {array.dtype}")
+def stack_samples(samples, origin: str = "the data") -> dict[str, np.ndarray]:
+    """Samples of batch 1 stacked into one batch per input."""
+    items = list(samples)
+    if not items:
+        raise InputError(f"{origin} holds no samples; give at least one")
+    return {name: np.concatenate([s[name] for s in items]) for name in items[0]}

@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import random_feeds, read_feeds
+from ..data import random_feeds, read_feeds, stack_samples
 from ..errors import CheckFailed, InputError
 from ..files import atomic_path
 from ..spec import TensorSpec
 from .quantize import (FLAVOURS, METHODS, calibrate, layer_sqnr, preprocess, quantize_dynamic, quantize_static,
-                       read_labels, stack)
+                       read_labels)
 
 #: Generated inputs for judging a dynamic quantization when no --eval-data is given.
 GENERATED_EVAL_SAMPLES = 64
@@ -80,7 +80,7 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                           peak_rss_mb=round(calibration.peak_rss_mb, 1), source=source.description,
                           preprocessing=source.preprocessing)
             feeds, origin = ((read_feeds(options.eval_data, specs), f"{options.eval_data}") if options.eval_data
-                             else (stack(holdout), f"{len(holdout)} held-out samples of the calibration source"))
+                             else (stack_samples(holdout), f"{len(holdout)} held-out samples of the calibration source"))
         else:
             calibration = None
             report["method"] = "dynamic (weights INT8, activations quantized at run time)"

@@ -189,14 +189,6 @@ def layer_sqnr(fp32: Path, int8: Path, samples: list[dict], workdir: Path) -> li
     return sorted(layers, key=lambda layer: layer["sqnr_db"])
 
 
-def stack(samples) -> dict[str, np.ndarray]:
-    """Samples of batch 1 into one batch per input."""
-    items = list(samples)
-    if not items:
-        raise InputError("no evaluation samples: give --eval-data, or a calibration source with more samples")
-    return {name: np.concatenate([s[name] for s in items]) for name in items[0]}
-
-
 def read_labels(path: str | Path) -> np.ndarray:
     """Integer class labels from a .npy, or a one-column .csv/.txt."""
     path = Path(path)

@@ -249,7 +249,7 @@ def bench_inputs(runtime, batch: int, data, seed: int) -> list[dict]:
             )
     if data is None:
         return [random_feeds(runtime.inputs, batch=batch, seed=seed + i) for i in range(INPUT_BATCHES)]
-    feeds = read_feeds(data, runtime.inputs)
+    feeds = read_feeds(data, runtime.inputs, limit=INPUT_BATCHES * batch)
     rows = min(len(v) for v in feeds.values())
     if rows < batch:
         raise InputError(f"{data} has {rows} rows, fewer than --batch {batch}")
