@@ -21,7 +21,7 @@ from ..errors import CheckFailed, InputError
 from ..files import atomic_path
 from ..spec import TensorSpec
 from .quantize import (FLAVOURS, METHODS, calibrate, layer_sqnr, preprocess, quantize_dynamic, quantize_static,
-                       read_labels)
+                       read_labels, static_settings)
 
 #: Generated inputs for judging a dynamic quantization when no --eval-data is given.
 GENERATED_EVAL_SAMPLES = 64
@@ -75,7 +75,8 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
             calib, holdout = source.split(options.calib_samples, options.eval_samples, options.seed)
             say(f"calibrating on {len(calib)} samples of {calib.description} ({options.method}, {options.flavour} flavour)")
             calibration = calibrate(pre, calib, options.method, options.flavour, workdir, say)
-            report.update(method=options.method, calibration_samples=calibration.samples,
+            report.update(method=options.method, types=static_settings(options.flavour),
+                          calibration_samples=calibration.samples,
                           calibration_seconds=round(calibration.seconds, 3),
                           peak_rss_mb=round(calibration.peak_rss_mb, 1), source=source.description,
                           preprocessing=source.preprocessing)
