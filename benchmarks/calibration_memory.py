@@ -22,34 +22,8 @@ import numpy as np
 
 TARGET_RATIO = 1.25
 
-
-def resnet18():
-    """torchvision's ResNet-18 layout (BasicBlocks 2-2-2-2), written out: torchvision is not installable here."""
-    import torch
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else nn.Identity())
-
-        def forward(self, x):
-            y = torch.relu(self.bn1(self.conv1(x)))
-            return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
-
-    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
-    torch.manual_seed(0)
-    return nn.Sequential(*layers).eval()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import resnet18_module  # noqa: E402
 
 
 def images(count: int):
@@ -101,7 +75,7 @@ def main() -> int:
     import edgeml
 
     with tempfile.TemporaryDirectory() as folder:
-        fp32 = edgeml.convert(resnet18(), "onnx", folder, inputs=["input:1x3x224x224"], name="resnet18").onnx
+        fp32 = edgeml.convert(resnet18_module(), "onnx", folder, inputs=["input:1x3x224x224"], name="resnet18").onnx
         runs = []
         for count in counts:
             out = subprocess.run([sys.executable, __file__, "--child", str(fp32), str(count), args.samples],
