@@ -48,11 +48,18 @@ class SklearnRuntime(Runtime):
             column = feeds[spec.name].reshape(-1)
             if spec.dtype == "str":
                 column = pd.Series(column, dtype=object).replace("", np.nan)
+            elif column.dtype == np.float32:
+                column = column.astype(np.float64)  # see _run
             data[spec.name] = column
         return pd.DataFrame(data)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # Float inputs reach scikit-learn as float64 (the same values): it then computes as it does on a
+        # usual DataFrame or array, in double, which the converted graph reproduces (scalers divide in
+        # double, forests run in double). Given float32, scikit-learn would round between steps instead.
         X = self._frame(feeds) if self._columns else feeds[self.inputs[0].name]
+        if not self._columns and X.dtype == np.float32:
+            X = X.astype(np.float64)
         with warnings.catch_warnings():  # "X does not have valid feature names": the array is in fitting order
             warnings.simplefilter("ignore", UserWarning)
             return self._predict(X)
