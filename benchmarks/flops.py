@@ -61,4 +61,8 @@ def cpu_peak_gflops(cores: int | None = None) -> dict:
         pass
     cores = cores or os.cpu_count() or 1
     peak = cores * lanes * 2 * FMA_UNITS * mhz / 1e3
-    return {"cores": cores, "fp32_lanes": lanes, "fma_units": FMA_UNITS, "ghz": mhz / 1e3, "peak_gflops": peak}
+    # INT8: VNNI's vpdpbusd does 4 multiply-adds per 32-bit lane, 4x the FP32 FMA; AVX2 pairs of
+    # vpmaddubsw/vpmaddwd about 2x. Stated assumptions, like FMA_UNITS.
+    int8_factor = 4 if {"avx512_vnni", "avx_vnni", "amx"} & set(isa) else 2
+    return {"cores": cores, "fp32_lanes": lanes, "fma_units": FMA_UNITS, "ghz": mhz / 1e3, "peak_gflops": peak,
+            "int8_factor": int8_factor, "peak_int8_gops": peak * int8_factor}
