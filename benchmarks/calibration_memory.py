@@ -1,9 +1,9 @@
 """Calibration memory does not grow with the number of samples; and FP32 vs INT8 latency of a real CNN.
 
 A ResNet-18-shaped network (random weights, 1x3x224x224) is exported by edgeml, then calibrated in fresh
-processes on 128 and on 1024 streamed samples. Each child resets its peak-RSS mark just before calibrating
-(Linux: /proc/self/clear_refs) and reads it after (VmHWM), so the figure is calibration's own peak, not that
-of loading or pre-processing. Target: peak(1024) <= 1.25 x peak(128). Then the 1024-sample INT8 model and
+processes on 128 and on 1024 streamed samples. ``calibrate`` resets the peak-RSS mark as it starts (Linux:
+/proc/self/clear_refs) and reads it at the end (VmHWM), so the figure is calibration's own peak, not that of
+loading or pre-processing. Target: peak(1024) <= 1.25 x peak(128). Then the 1024-sample INT8 model and
 the FP32 one are benched (p50, batch 1).
 
     python benchmarks/calibration_memory.py [--samples 128,1024] [--json out.json]
@@ -47,23 +47,13 @@ def child(model: str, count: int) -> None:
         preprocess(Path(model), pre)
         source = open_source(images(count), graph_input_specs(read_onnx(model)))
         process_peak = peak_rss_mb()
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
-        before = _status_mb("VmRSS")
         result = calibrate(pre, source, "minmax", "cpu", workdir, lambda message: None)
-        calibration_peak = _status_mb("VmHWM")
         if count == max(int(c) for c in sys.argv[-1].split(",")):
             from edgeml.calibration.quantize import quantize_static
 
             quantize_static(pre, result.ranges, "cpu", [], Path(model).with_suffix(".int8.onnx"))
-    print(json.dumps({"samples": count, "peak_rss_mb": calibration_peak, "rss_before_mb": before,
-                      "process_peak_before_mb": process_peak, "seconds": result.seconds}))
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+    print(json.dumps({"samples": count, "peak_rss_mb": result.peak_rss_mb, "process_peak_before_mb": process_peak,
+                      "seconds": result.seconds}))
 
 
 def main() -> int:
@@ -81,9 +71,8 @@ def main() -> int:
             out = subprocess.run([sys.executable, __file__, "--child", str(fp32), str(count), args.samples],
                                  capture_output=True, text=True, check=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
-            print(f"{count:5d} samples: calibration peak RSS {runs[-1]['peak_rss_mb']:.0f} MB (RSS before it "
-                  f"{runs[-1]['rss_before_mb']:.0f} MB; pre-processing peaked at {runs[-1]['process_peak_before_mb']:.0f} MB), "
-                  f"{runs[-1]['seconds']:.1f} s")
+            print(f"{count:5d} samples: calibration peak RSS {runs[-1]['peak_rss_mb']:.0f} MB "
+                  f"(pre-processing peaked at {runs[-1]['process_peak_before_mb']:.0f} MB), {runs[-1]['seconds']:.1f} s")
         int8 = fp32.with_suffix(".int8.onnx")
         from edgeml.latency.runner import Method
 

@@ -84,7 +84,7 @@ def _source_options(command):
               help="Folder for the artifacts and edgeml.json.")
 @_source_options
 @click.option("--dynamic-batch", is_flag=True, help="Make the first dimension of every input symbolic.")
-@click.option("--data", type=click.Path(dir_okay=False), help="Real inputs for the check (.npy, .npz, .csv).")
+@click.option("--data", help="Real inputs for the check: .npy, .npz, .csv, a folder of them or of images, file.py:function.")
 @click.option("--no-optimize", is_flag=True, help="Skip the onnxslim optimization pass.")
 @click.option("--no-check", is_flag=True, help="Skip the check against the source (the artifact is marked unverified).")
 @click.option("--atol", type=float, help="Absolute tolerance of the check (fp32 default 1e-4).")
@@ -100,7 +100,7 @@ def _source_options(command):
               help="tensorrt: symmetric activations (zero points 0), as TensorRT's explicit quantization wants.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="Points of accuracy (or of label agreement) INT8 may lose against FP32; cosine >= 0.99 otherwise.")
-@click.option("--eval-data", type=click.Path(dir_okay=False), help="Inputs to judge INT8 on (default: held-out calibration samples).")
+@click.option("--eval-data", help="Inputs to judge INT8 on, any --calib kind (default: held-out calibration samples).")
 @click.option("--eval-labels", type=click.Path(dir_okay=False), help="Integer labels of --eval-data (.npy or .csv): judge the accuracy drop.")
 @click.option("--resize", metavar="HxW", help="Images: resize to this (default: the model input's size).")
 @click.option("--mean", metavar="M[,M,M]", help="Images: per-channel mean, after --scale, e.g. 0.485,0.456,0.406.")
@@ -179,7 +179,7 @@ def _render_quantization(report: dict) -> None:
              f"{report['size_fp32_bytes'] / 1024:.1f} KiB -> {report['size_int8_bytes'] / 1024:.1f} KiB"]
     if "calibration_samples" in report:
         lines.append(f"  calibration: {report['calibration_samples']} samples in {report['calibration_seconds']:.2f} s, "
-                     f"process peak RSS {report['peak_rss_mb']:.0f} MB")
+                     f"peak RSS {report['peak_rss_mb']:.0f} MB")
     lines.append(f"  accuracy: {report['accuracy']['summary']}")
     if report["excluded_layers"]:
         lines.append(f"  kept in FP32: {', '.join(report['excluded_layers'])}")
@@ -205,10 +205,13 @@ def _int_list(ctx, param, value):
 
 
 def _fraction(ctx, param, value):
+    """'10%' and '10' are 10%; a bare number up to 1 ('0.1') is a fraction, as in the Python API."""
+    text = str(value).strip()
     try:
-        return float(str(value).strip().rstrip("%")) / 100
+        number = float(text.rstrip("%"))
     except ValueError:
         raise click.BadParameter(f"{value!r}: give a percentage, e.g. 10%") from None
+    return number / 100 if text.endswith("%") or number > 1 else number
 
 
 @main.command()
@@ -219,7 +222,7 @@ def _fraction(ctx, param, value):
 @click.option("--batch", default="1", show_default=True, callback=_int_list, help="Batch size, or a list: 1,8,32.")
 @click.option("--threads", default=None, callback=_int_list, help="Intra-op threads, or a list: 1,2 (default: the backend's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N], or tensorrt (ONNX Runtime provider).")
-@click.option("--data", type=click.Path(dir_okay=False), help="Real inputs (.npy, .npz, .csv), cycled, instead of random ones.")
+@click.option("--data", help="Real inputs, cycled, instead of random ones (any --calib kind of source).")
 @click.option("--warmup", "warmup_runs", type=int, default=10, show_default=True, help="Warm-up runs, at least.")
 @click.option("--warmup-ms", type=float, default=200, show_default=True, help="Warm-up time, at least.")
 @click.option("--runs", "min_runs", type=int, default=100, show_default=True, help="Timed runs, at least.")
@@ -260,10 +263,11 @@ def bench(artifact, budget_ms, percentile, batch, threads, device, data, warmup_
       edgeml bench build/model.int8.onnx --against build/model.onnx
       edgeml bench build/model.onnx --html report.html
     """
-    from .latency.reports import overall, write_reports
+    from .latency.reports import check_writable, overall, write_reports
     from .latency.runner import Method, bench_sweep
 
     click.echo(f"edgeml bench {artifact}", err=True)
+    check_writable(json_path, junit_path, markdown_path, html_path)
     method = Method(warmup_ms=warmup_ms, warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
                     max_seconds=max_seconds)
     results = bench_sweep(artifact, batches=batch, threads=threads, budget_ms=budget_ms, percentile=percentile,

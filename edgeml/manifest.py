@@ -43,10 +43,11 @@ def manifest_entry(artifact: str | Path) -> dict | None:
     return next((e for e in entries if e.get("file") == artifact.name), None)
 
 
-def write_manifest(output_dir: str | Path, artifacts: list[dict]) -> Path:
-    """Merge ``artifacts`` into the folder's manifest (replacing same-named files) and write it atomically."""
+def write_manifest(output_dir: str | Path, artifacts: list[dict], drop=()) -> Path:
+    """Merge ``artifacts`` into the folder's manifest (replacing same-named files, removing ``drop``) and
+    write it atomically."""
     path = Path(output_dir) / MANIFEST_NAME
-    written = {a["file"] for a in artifacts}
+    written = {a["file"] for a in artifacts} | set(drop)
     kept = [a for a in _read(path).get("artifacts", []) if a.get("file") not in written]
     manifest = {
         "schema": SCHEMA_VERSION,

@@ -74,12 +74,20 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     """
     say = progress or (lambda message: None)
     targets = parse_targets(to)
-    if data is not None and not isinstance(data, Mapping) and not Path(data).is_file():
-        raise no_such_file(data, "data file")
+    if data is not None and not isinstance(data, Mapping) and ":" not in str(data) and not Path(data).exists():
+        raise no_such_file(data, "data file or folder")
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise InputError(f"--name {name!r} must be a plain file name without folders; use -o for the folder")
+    if int8:
+        from .calibration.int8 import Int8Options
+
+        int8 = int8 if isinstance(int8, Int8Options) else Int8Options()
+        int8.validate()
     source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
                          model_kwargs=model_kwargs, trust_pickle=trust_pickle)
+    if int8 and source.kind == "sklearn":
+        raise InputError("--int8 applies to neural networks: scikit-learn models convert to ai.onnx.ml operators, "
+                         "which have no INT8 form; drop --int8")
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")
     for note in source.notes:
         say(note)
@@ -88,19 +96,23 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     artifacts = []
     if "onnx" in targets:
         artifacts.append(_build_onnx(source, output_dir / f"{stem}.onnx", optimize, check, data, atol, rtol, opset, say))
+    stale = []
     try:
         if int8:
-            artifacts.append(_build_int8(artifacts[0], output_dir / f"{stem}.int8.onnx", int8, say))
+            final = output_dir / f"{stem}.int8.onnx"
+            if final.exists():  # built from the previous FP32 model: it must not outlive a failed rebuild
+                final.unlink()
+                stale.append(final.name)
+            artifacts.append(_build_int8(artifacts[0], final, int8, say))
     finally:  # the FP32 artifact is written and checked: the manifest lists it even when INT8 fails
-        manifest = write_manifest(output_dir, [_artifact_record(a, source) for a in artifacts])
+        manifest = write_manifest(output_dir, [_artifact_record(a, source) for a in artifacts], drop=stale)
     return ConvertResult(source, artifacts, manifest)
 
 
-def _build_int8(fp32: Artifact, final: Path, int8, say) -> Artifact:
-    from .calibration.int8 import Int8Options, build_int8
+def _build_int8(fp32: Artifact, final: Path, options, say) -> Artifact:
+    from .calibration.int8 import build_int8
     from .spec import TensorSpec
 
-    options = int8 if isinstance(int8, Int8Options) else Int8Options()
     specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
     report = build_int8(fp32.path, final, specs, options, say)
     return Artifact(final, "onnx", None, {"quantization": report}, inspect_model(final))

@@ -55,6 +55,9 @@ class Int8Options:
             raise InputError("--eval-labels are the labels of --eval-data: give both")
         if self.calib_samples is not None and self.calib_samples < 1:
             raise InputError(f"--calib-samples must be at least 1, got {self.calib_samples}")
+        for flag, value in (("--calib", self.calib), ("--eval-data", self.eval_data), ("--eval-labels", self.eval_labels)):
+            if isinstance(value, (str, Path)) and ":" not in str(value) and not Path(value).exists():
+                raise InputError(f"{flag}: no such file or folder: {value}; check the path")
         return self
 
 
@@ -72,7 +75,8 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
             from .sources import open_source
 
             source = open_source(options.calib, specs, image=options.image)
-            calib, holdout = source.split(options.calib_samples, options.eval_samples, options.seed)
+            holdout_size = 0 if options.eval_data is not None else options.eval_samples
+            calib, holdout = source.split(options.calib_samples, holdout_size, options.seed)
             say(f"calibrating on {len(calib)} samples of {calib.description} ({options.method}, {options.flavour} flavour)")
             calibration = calibrate(pre, calib, options.method, options.flavour, workdir, say)
             report.update(method=options.method, types=static_settings(options.flavour),
@@ -88,6 +92,7 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
             feeds, origin = ((read_feeds(options.eval_data, specs), f"{options.eval_data}") if options.eval_data
                              else (random_feeds([s.with_batch(GENERATED_EVAL_SAMPLES) for s in specs], seed=options.seed),
                                    f"{GENERATED_EVAL_SAMPLES} generated samples (seed {options.seed})"))
+        generated = options.calib is None and options.eval_data is None
         rows = min(len(v) for v in feeds.values())
         if labels is not None and len(labels) != rows:
             raise InputError(f"--eval-labels has {len(labels)} labels for {rows} evaluation samples; give one per sample")
@@ -100,7 +105,7 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                 quantize_static(pre, calibration.ranges, options.flavour, excluded, candidate)
             else:
                 quantize_dynamic(pre, candidate)
-            accuracy = evaluate(fp32, candidate, feeds, labels, options, origin)
+            accuracy = evaluate(fp32, candidate, feeds, labels, options, origin, judge_labels=not generated)
             say(accuracy["summary"])
             if accuracy["passed"] or calibration is None or round_ == options.max_rounds:
                 break
@@ -125,7 +130,7 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
         if not accuracy["passed"]:
             raise CheckFailed(
                 f"{final.name}: the INT8 model fails the accuracy gate after {round_ + 1} round(s) "
-                f"({accuracy['summary']}; {len(excluded)} layer(s) kept in FP32); nothing written. Try more or more "
+                f"({accuracy['summary']}; {len(excluded)} node(s) kept in FP32); nothing written. Try more or more "
                 "representative --calib data, --calib-method entropy or percentile, or a looser --max-accuracy-drop",
                 report,
             )
@@ -142,8 +147,11 @@ def _has_quantized_ops(path: Path) -> bool:
     return any(node.op_type in QUANTIZED_OPS for node in onnx.load(str(path)).graph.node)
 
 
-def evaluate(fp32: Path, int8: Path, feeds: dict, labels, options: Int8Options, origin: str) -> dict:
-    """INT8 against FP32 on the evaluation inputs: agreement or accuracy drop, cosine, max error; the verdict."""
+def evaluate(fp32: Path, int8: Path, feeds: dict, labels, options: Int8Options, origin: str,
+             judge_labels: bool = True) -> dict:
+    """INT8 against FP32 on the evaluation inputs: agreement or accuracy drop, cosine, max error; the verdict.
+
+    On generated inputs (``judge_labels=False``) labels mean little, so the verdict rests on cosine."""
     from ..runtimes.onnxrt import OnnxRuntime
     from ..validate import compare, run_all
 
@@ -164,15 +172,15 @@ def evaluate(fp32: Path, int8: Path, feeds: dict, labels, options: Int8Options, 
         result["passed"] = drop <= options.max_accuracy_drop
         parts.append(f"accuracy {accuracy_fp32:.2%} -> {accuracy_int8:.2%} (drop {drop:.2f} points, limit "
                      f"{options.max_accuracy_drop:g})")
-    elif agreement is not None:
+    elif agreement is not None and judge_labels:
         lost = 100 * (1 - agreement)
         result["passed"] = lost <= options.max_accuracy_drop
         parts.append(f"labels agree {agreement:.2%} ({lost:.2f} points lost, limit {options.max_accuracy_drop:g})")
     else:
         result["passed"] = result["cosine"] is not None and result["cosine"] >= options.min_cosine
     if result["cosine"] is not None:
-        parts.append(f"cosine {result['cosine']:.5f}" + ("" if agreement is not None or labels is not None
-                                                         else f" (floor {options.min_cosine:g})"))
+        judged_on_cosine = labels is None and (agreement is None or not judge_labels)
+        parts.append(f"cosine {result['cosine']:.5f}" + (f" (floor {options.min_cosine:g})" if judged_on_cosine else ""))
         parts.append(f"max abs error {result['max_abs']:.3g}")
     result["summary"] = ", ".join(parts) + (": passed" if result["passed"] else ": FAILED")
     if not result["passed"] and agreement is not None and check.samples * options.max_accuracy_drop < 100:
@@ -197,12 +205,18 @@ def quick_latency(fp32: Path, int8: Path, say: Callable[[str], None]) -> dict:
     from ..environment import cpu_isa
     from ..latency.runner import Method, bench
 
+    from ..runtimes.onnxrt import OnnxRuntime
+
+    with OnnxRuntime(fp32) as runtime:
+        first = runtime.inputs[0].shape[0] if runtime.inputs and runtime.inputs[0].shape else 1
+    batch = first if isinstance(first, int) else 1
     method = Method(warmup_ms=100, warmup_runs=5, min_runs=50, min_seconds=0.5, max_seconds=5)
-    p50 = {name: bench(path, percentile=50, method=method).stats["p50_ms"] for name, path in (("fp32", fp32), ("int8", int8))}
+    p50 = {name: bench(path, percentile=50, batch=batch, method=method).stats["p50_ms"]
+           for name, path in (("fp32", fp32), ("int8", int8))}
     isa = cpu_isa()
     speedup = p50["fp32"] / p50["int8"] if p50["int8"] > 0 else float("inf")
     result = {"p50_fp32_ms": p50["fp32"], "p50_int8_ms": p50["int8"], "speedup": speedup, "isa": isa}
-    line = f"latency here (batch 1): FP32 p50 {p50['fp32']:.3f} ms, INT8 p50 {p50['int8']:.3f} ms ({speedup:.2f}x)"
+    line = f"latency here (batch {batch}): FP32 p50 {p50['fp32']:.3f} ms, INT8 p50 {p50['int8']:.3f} ms ({speedup:.2f}x)"
     if speedup <= 1.0:
         fast_int8 = {"avx512_vnni", "avx_vnni", "amx", "neon_dotprod"} & set(isa)
         line += (": INT8 is not faster on this CPU" + ("" if fast_int8 else

@@ -11,7 +11,6 @@ the ranges; quantizing again (to keep the layers that hurt accuracy most in FP32
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +64,21 @@ def _reader(samples: Iterator[dict]):
     return type("StreamReader", (_StreamReader, CalibrationDataReader), {})(samples)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux and macOS)."""
+def peak_rss_mb(reset: bool = False) -> float:
+    """Peak resident memory in MB. On Linux ``reset=True`` first lowers the peak mark to the current RSS
+    (/proc/self/clear_refs), so that a later call measures the peak of what ran in between; elsewhere it
+    is the process's peak so far."""
     import resource
     import sys
 
+    try:
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
@@ -110,6 +119,7 @@ def calibrate(model: Path, samples, method: str, flavour: str, workdir: Path,
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     total = len(samples)
+    peak_rss_mb(reset=True)
     start = time.perf_counter()
     with quiet():
         calibrator = create_calibrator(model, _op_types(), augmented_model_path=str(workdir / "augmented.onnx"),
@@ -120,8 +130,14 @@ def calibrate(model: Path, samples, method: str, flavour: str, workdir: Path,
     while done < total:
         count = min(CHUNK, total - done)
         reader.allow(count)
-        with quiet():
-            calibrator.collect_data(reader)
+        try:
+            with quiet():
+                calibrator.collect_data(reader)
+        except ValueError as exc:
+            if "No data is collected" not in str(exc):
+                raise
+            raise InputError(f"the calibration source ran dry after {done} of {total} samples: a function source "
+                             "must return a fresh iterable on every call (a generator function, not a generator)") from exc
         done += count
         progress(f"calibrated on {done}/{total} samples")
     with quiet():
@@ -197,8 +213,11 @@ def layer_sqnr(fp32: Path, int8: Path, samples: list[dict], workdir: Path) -> li
             activations[label] = collect_activations(str(augmented), reader)
     matching = create_activation_matching(activations["qdq"], activations["float"])
     errors = compute_activation_error(matching)
+    # Ranked by the error against FP32 (xmodel_err). The tensor's own Q/DQ noise (qdq_err, also reported)
+    # was tried and misled on tests/test_int8.py's outlier model: it pointed at the Relu before the damaged
+    # layer, and three rounds kept everything in FP32 instead of the layers around the outlier.
     layers = [{"tensor": name, "node": producers[name], "nodes": [producers[name], *consumers.get(name, [])],
-               "sqnr_db": float(err["xmodel_err"])}
+               "sqnr_db": float(err["xmodel_err"]), "qdq_sqnr_db": float(err["qdq_err"])}
               for name, err in errors.items() if "xmodel_err" in err and name in producers]
     return sorted(layers, key=lambda layer: layer["sqnr_db"])
 
@@ -214,7 +233,10 @@ def read_labels(path: str | Path) -> np.ndarray:
         labels = np.load(path, allow_pickle=False)
     else:
         pd = require("pandas", "sklearn")
-        labels = pd.read_csv(path, header=None).iloc[:, -1].to_numpy()
+        labels = pd.read_csv(path, header=None).iloc[:, -1]
+        if labels.dtype == object:  # a header row
+            labels = pd.read_csv(path).iloc[:, -1]
+        labels = labels.to_numpy()
     labels = np.asarray(labels).reshape(-1)
     if labels.dtype.kind not in "iu":
         raise InputError(f"{path} holds {labels.dtype} values; --eval-labels takes integer class labels")

@@ -8,7 +8,6 @@ artifacts in short blocks within one process, so that drift hits both alike.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,9 +19,11 @@ from .stats import mann_whitney_greater, ratio_interval
 
 #: One-sided significance level of the regression test.
 ALPHA = 0.01
-#: An A/B block lasts about this long, so that each side gets many blocks.
-BLOCK_MS = 50.0
-MIN_BLOCKS = 20
+#: An A/B block lasts about this long and its first tenth is not kept: worker threads of the side that ran
+#: before keep spinning for a while, and would otherwise be billed to this one.
+BLOCK_MS = 300.0
+SETTLE = 0.1
+MIN_BLOCKS = 10
 
 
 def load_baseline(baseline, artifact, batch: int, threads) -> dict:
@@ -79,7 +80,7 @@ def run_against(call: Callable[[], object], artifact, other_path, per_call_ns: f
     with load(other_path, device=device, threads=threads, **load_options) as other:
         other_call = _cycling(other.run, bench_inputs(other, batch, data, seed))
         warm_up(other_call, method)
-        block = int(min(1000, max(5, BLOCK_MS * 1e6 / max(per_call_ns, 1))))
+        block = int(min(5000, max(5, BLOCK_MS * 1e6 / max(per_call_ns, 1))))
         say(f"measuring {Path(artifact).name} against {Path(other_path).name}, interleaved in blocks of {block} runs")
         mine, theirs, ratios = [], [], []
         clock = time.perf_counter_ns
@@ -93,8 +94,7 @@ def run_against(call: Callable[[], object], artifact, other_path, per_call_ns: f
             if (len(mine) >= needed and len(ratios) >= MIN_BLOCKS and elapsed >= 2 * method.min_seconds * 1e9) \
                     or elapsed >= method.max_seconds * 1e9:
                 break
-    ratio = float(np.median(mine) / np.median(theirs))
-    _, low, high = ratio_interval(ratios, 0.95)
+    ratio, low, high = ratio_interval(ratios, 0.95)  # the median of block ratios, inside its own interval
     summary = (f"vs {Path(other_path).name}: p50 ratio {ratio:.3f} (95% CI {low:.3f}-{high:.3f}, {len(ratios)} blocks; "
                f"< 1 means {Path(artifact).name} is faster)")
     return mine, {"kind": "against", "other": str(other_path), "ratio": ratio, "ci_low": low, "ci_high": high,
@@ -103,10 +103,11 @@ def run_against(call: Callable[[], object], artifact, other_path, per_call_ns: f
 
 
 def _block(call: Callable[[], object], count: int) -> list[int]:
+    """``count`` timed calls, the first tenth (at least one) dropped as settling time."""
     clock = time.perf_counter_ns
     samples = []
     for _ in range(count):
         t0 = clock()
         call()
         samples.append(clock() - t0)
-    return samples
+    return samples[max(1, int(SETTLE * count)):]

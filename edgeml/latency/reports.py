@@ -101,7 +101,21 @@ def write_reports(results: list[BenchResult], *, json_path=None, junit_path=None
         written.append(Path(markdown_path))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
-        written.append(Path(summary))
+        try:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(text + "\n")
+            written.append(Path(summary))
+        except OSError as exc:  # the CI's summary is a courtesy: it must not turn a verdict into an error
+            import warnings
+
+            warnings.warn(f"could not append to $GITHUB_STEP_SUMMARY ({summary}): {exc.strerror}", stacklevel=2)
     return written
+
+
+def check_writable(*paths) -> None:
+    """Fail before measuring, not after, when a report cannot be written where asked."""
+    from ..errors import InputError
+
+    for path in paths:
+        if path and not Path(path).resolve().parent.is_dir():
+            raise InputError(f"cannot write the report {path}: its folder {Path(path).resolve().parent} does not exist")

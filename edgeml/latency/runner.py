@@ -137,6 +137,8 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         raise InputError(f"--percentile must be in (0, 100], got {percentile}")
     if max_regression < 0:
         raise InputError(f"--max-regression must be >= 0, got {max_regression}")
+    if baseline is not None and against is not None:
+        raise InputError("give --baseline or --against, not both: run them as two benches")
     say = progress or (lambda message: None)
     base = load_baseline(baseline, artifact, batch, threads) if baseline is not None else None
 

@@ -101,8 +101,10 @@ def min_samples(percentile: float, confidence: float = CONFIDENCE) -> int | None
 def conservative_percentile(sorted_values, percentile: float, confidence: float = CONFIDENCE) -> dict:
     """The conservative estimate of ``percentile`` from ascending samples, and how it was reached."""
     n = len(sorted_values)
-    t = discardable(n, percentile, confidence)
     needed = min_samples(percentile, confidence)
+    if needed is None:  # p100 is the max: nothing to bound
+        return {"value": sorted_values[-1], "discarded": 0, "min_samples": 1, "enough": True, "confidence": confidence}
+    t = discardable(n, percentile, confidence)
     enough = needed is not None and n >= needed
     value = sorted_values[n - 1 - t] if enough else sorted_values[-1]
     return {"value": value, "discarded": t if enough else 0, "min_samples": needed, "enough": enough,
