@@ -200,7 +200,6 @@ def logreg() -> Reference:
 
 def pipeline() -> Reference:
     """Numeric + text DataFrame columns -> imputers, scaler, one-hot encoder -> RandomForest (wine data)."""
-    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.datasets import load_wine
     from sklearn.ensemble import RandomForestClassifier

@@ -35,6 +35,7 @@ import models as reference_models  # noqa: E402
 from flops import count_flops, cpu_peak_gflops  # noqa: E402
 
 import edgeml  # noqa: E402
+from edgeml.latency.compare import timed_block  # noqa: E402
 from edgeml.latency.stats import summarize  # noqa: E402
 
 VARIANTS = ("baseline", "onnxruntime", "edgeml fp32", "edgeml int8")
@@ -43,11 +44,10 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 # -- timing ---------------------------------------------------------------------------------------------
 
-#: Each block of an interleaved run lasts about this long; its first tenth is not kept. onnxruntime's and
-#: PyTorch's worker threads keep spinning for a while after a call, so on a machine with few cores the
-#: variant that runs next would pay for the previous one's threads (seen here: 2x at 20 ms blocks).
+#: Each block of an interleaved run lasts about this long; ``timed_block`` drops its first tenth.
+#: onnxruntime's and PyTorch's worker threads keep spinning for a while after a call, so on a machine with
+#: few cores the variant that runs next would pay for the previous one's threads (seen here: 2x at 20 ms).
 BLOCK_S = 0.3
-SETTLE = 0.1
 
 
 def interleaved(variants: dict, seconds: float, min_runs: int) -> dict[str, list[int]]:
@@ -67,12 +67,7 @@ def interleaved(variants: dict, seconds: float, min_runs: int) -> dict[str, list
     deadline = clock() + 4 * seconds * len(variants) * 1e9
     while any(spent[n] < seconds * 1e9 or len(samples[n]) < min_runs for n in variants) and clock() < deadline:
         for name, call in variants.items():
-            block = []
-            for _ in range(blocks[name]):
-                t0 = clock()
-                call()
-                block.append(clock() - t0)
-            kept = block[max(1, int(SETTLE * len(block))):]
+            kept = timed_block(call, blocks[name])
             samples[name] += kept
             spent[name] += sum(kept)
     return samples

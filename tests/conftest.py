@@ -117,7 +117,6 @@ def forest(cancer):
 @pytest.fixture(scope="session")
 def tabular():
     """A DataFrame with numeric and text columns (some missing) built from load_wine, and its labels."""
-    import pandas as pd
     from sklearn.datasets import load_wine
 
     data = load_wine(as_frame=True)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BackendMissing, InputError, SpecError, first_line, no_such_file, require
-from ..runtimes.base import _fmt, _to_numpy, text_values
+from ..runtimes.base import format_shape, to_numpy, text_values
 from ..sources.base import cwd_importable
 from ..spec import TensorSpec
 
@@ -237,10 +237,10 @@ def check_sample(sample: Mapping[str, Any], specs: list[TensorSpec], where: str)
 def _check_input(sample: Mapping[str, Any], spec: TensorSpec, where: str) -> np.ndarray:
     if spec.name not in sample:
         found = ", ".join(map(repr, sample)) or "none"
-        raise SpecError(f"{where}: no array for input {spec.name!r} (expected shape {_fmt(spec.shape)}, {spec.dtype}; found inputs: {found}); give one array per input name")
-    array = _to_numpy(sample[spec.name], spec.name)
+        raise SpecError(f"{where}: no array for input {spec.name!r} (expected shape {format_shape(spec.shape)}, {spec.dtype}; found inputs: {found}); give one array per input name")
+    array = to_numpy(sample[spec.name], spec.name)
     if array.ndim != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, array.shape)):
-        raise SpecError(f"{where}: input {spec.name!r} expects shape {_fmt(spec.shape)}, found {_fmt(array.shape)}; reshape or resize the data to the model's input")
+        raise SpecError(f"{where}: input {spec.name!r} expects shape {format_shape(spec.shape)}, found {format_shape(array.shape)}; reshape or resize the data to the model's input")
     if not _casts_safely(array.dtype, spec):
         found = "text" if array.dtype.kind in "OUS" else array.dtype.name
         raise SpecError(f"{where}: input {spec.name!r} expects dtype {spec.dtype}, found {found}; convert the data to {spec.dtype}")
@@ -561,7 +561,7 @@ def _csv_columns(header: list[str], specs: list[TensorSpec], path: Path) -> dict
     plan, missing = {}, []
     for spec in specs:
         if len(spec.shape) not in (1, 2):
-            raise InputError(f"{path}: a CSV row fits an input of shape (batch, k), but input {spec.name!r} is {_fmt(spec.shape)}; give .npz files instead")
+            raise InputError(f"{path}: a CSV row fits an input of shape (batch, k), but input {spec.name!r} is {format_shape(spec.shape)}; give .npz files instead")
         plan[spec.name] = _input_columns(spec, header)
         missing += [c for c in plan[spec.name] if c not in header]
     if len(specs) == 1 and missing == plan[specs[0].name]:
@@ -606,7 +606,7 @@ class _FunctionSource(_StreamedSource):
             where = f"{self.name} item {k}"
             if not isinstance(item, Mapping):
                 raise InputError(f"{where} is a {type(item).__name__}, not a dict; yield {{input name: array}} dicts, e.g. {{{self.specs[0].name!r}: batch}}")
-            arrays = {s.name: _to_numpy(item[s.name], s.name) for s in self.specs if s.name in item}
+            arrays = {s.name: to_numpy(item[s.name], s.name) for s in self.specs if s.name in item}
             n = _batch_len({name: a.shape for name, a in arrays.items()}, self.specs, where)
             for j in range(n):
                 yield _label(where, j, n), _take(arrays, self.specs, j)

@@ -74,11 +74,11 @@ def run_against(call: Callable[[], object], artifact, other_path, per_call_ns: f
                 method, needed: int, device: str, threads, load_options: dict, say) -> tuple[list[int], dict]:
     """Time this artifact and ``other_path`` in alternating blocks; returns this one's samples and the ratio."""
     from ..runtimes import load
-    from .runner import _cycling, bench_inputs, warm_up
+    from .runner import cycle_calls, bench_inputs, warm_up
     from .stats import summarize
 
     with load(other_path, device=device, threads=threads, **load_options) as other:
-        other_call = _cycling(other.run, bench_inputs(other, batch, data, seed))
+        other_call = cycle_calls(other.run, bench_inputs(other, batch, data, seed))
         warm_up(other_call, method)
         block = int(min(5000, max(5, BLOCK_MS * 1e6 / max(per_call_ns, 1))))
         say(f"measuring {Path(artifact).name} against {Path(other_path).name}, interleaved in blocks of {block} runs")
@@ -86,7 +86,7 @@ def run_against(call: Callable[[], object], artifact, other_path, per_call_ns: f
         clock = time.perf_counter_ns
         start = clock()
         while True:
-            a, b = _block(call, block), _block(other_call, block)
+            a, b = timed_block(call, block), timed_block(other_call, block)
             mine += a
             theirs += b
             ratios.append(float(np.median(a) / np.median(b)))
@@ -102,7 +102,7 @@ def run_against(call: Callable[[], object], artifact, other_path, per_call_ns: f
                   "summary": summary}
 
 
-def _block(call: Callable[[], object], count: int) -> list[int]:
+def timed_block(call: Callable[[], object], count: int) -> list[int]:
     """``count`` timed calls, the first tenth (at least one) dropped as settling time."""
     clock = time.perf_counter_ns
     samples = []

@@ -152,7 +152,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         runtime.run(batches[0])
         first_ns = time.perf_counter_ns() - start
         say(f"loaded in {load_ns / 1e6:.1f} ms, first inference {first_ns / 1e6:.2f} ms")
-        call = _cycling(runtime.run, batches)
+        call = cycle_calls(runtime.run, batches)
         warm_runs, warm_ns = warm_up(call, method)
         needed = max(method.min_runs, min_samples(percentile) or 0)
         if against is not None:
@@ -197,7 +197,7 @@ def bench_sweep(artifact: str | os.PathLike, *, batches: Sequence[int] = (1,), t
     return [bench(artifact, batch=b, threads=t, **options) for t in threads for b in batches]
 
 
-def _cycling(run: Callable, batches: list[dict]) -> Callable[[], object]:
+def cycle_calls(run: Callable, batches: list[dict]) -> Callable[[], object]:
     following = itertools.cycle(batches).__next__
     return lambda: run(following())
 

@@ -34,19 +34,19 @@ class _InputCheck:
 
     def __call__(self, value: Any) -> np.ndarray:
         if not isinstance(value, np.ndarray):
-            value = _to_numpy(value, self.name)
+            value = to_numpy(value, self.name)
         if value.dtype != self.dtype:
             value = self._cast(value)
         if value.ndim != self.ndim:
             raise InputError(
-                f"input {self.name!r} expects rank {self.ndim} (shape {_fmt(self.spec.shape)}), "
-                f"got rank {value.ndim} (shape {_fmt(value.shape)}); reshape the array"
+                f"input {self.name!r} expects rank {self.ndim} (shape {format_shape(self.spec.shape)}), "
+                f"got rank {value.ndim} (shape {format_shape(value.shape)}); reshape the array"
             )
         shape = value.shape
         for axis, size in self.fixed:
             if shape[axis] != size:
                 raise InputError(
-                    f"input {self.name!r} expects shape {_fmt(self.spec.shape)}, got {_fmt(shape)} "
+                    f"input {self.name!r} expects shape {format_shape(self.spec.shape)}, got {format_shape(shape)} "
                     f"(axis {axis} must be {size})"
                 )
         return value
@@ -62,7 +62,7 @@ class _InputCheck:
         )
 
 
-def _to_numpy(value: Any, name: str) -> np.ndarray:
+def to_numpy(value: Any, name: str) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor
         return value.detach().cpu().numpy()
     try:
@@ -71,7 +71,7 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
         raise InputError(f"input {name!r} cannot be turned into an array: {exc}") from exc
 
 
-def _fmt(shape: Sequence) -> str:
+def format_shape(shape: Sequence) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
