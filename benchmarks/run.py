@@ -160,7 +160,7 @@ def bench_model(ref, workdir: Path, threads: int, seconds: float, min_runs: int)
         result["int8_s"] = time.perf_counter() - start
         paths["edgeml int8"] = quantized.artifacts[1].path
         result["int8"] = {k: v for k, v in quantized.artifacts[1].record["quantization"].items()
-                          if k in ("mode", "method", "types", "calibration_samples", "accuracy", "excluded_layers")}
+                          if k in ("mode", "method", "target", "recipe", "calibration_samples", "accuracy", "excluded_layers")}
     result["size_bytes"] = {name: p.stat().st_size for name, p in paths.items() if name != "onnxruntime"}
 
     runtimes = {name: edgeml.load(p, threads=threads) for name, p in paths.items() if name.startswith("edgeml")}

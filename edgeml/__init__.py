@@ -17,6 +17,7 @@ _API = {
     "bench_sweep": ("edgeml.latency.runner", "bench_sweep"),
     "compare": ("edgeml.validate", "compare"),
     "inspect": ("edgeml.inspection", "inspect_model"),
+    "verify": ("edgeml.verify", "verify"),
     "Int8Options": ("edgeml.calibration.int8", "Int8Options"),
     "ImageOptions": ("edgeml.calibration.sources", "ImageOptions"),
     "Runtime": ("edgeml.runtimes.base", "Runtime"),

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from .errors import InputError, SpecError
-from .spec import TensorSpec
+from .spec import TensorSpec, check_input_bytes
 
 DEFAULT_SEED = 0
 #: Size given to symbolic dims other than the batch (a sequence length, an image side) in generated data.
@@ -15,18 +15,20 @@ OTHER_DIM = 8
 
 
 def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SEED, other: int = OTHER_DIM) -> dict[str, np.ndarray]:
-    """Deterministic inputs for ``specs``: standard normal floats, small non-negative integers, random bools."""
+    """Deterministic inputs for ``specs``: standard normal floats, small non-negative integers, random bools.
+
+    Their size is checked against the limit (``spec.check_input_bytes``) before anything is allocated.
+    """
+    check_input_bytes(specs, batch, other, what=f"generated inputs at batch {batch}")
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
         shape = spec.concrete_shape(batch=batch, other=other)
-        kind = spec.np_dtype.kind
-        if kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.np_dtype)
-        elif kind in "iu":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.np_dtype)
-        elif kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        dtype = spec.np_dtype
+        if dtype.kind == "f":
+            feeds[spec.name] = np.asarray(rng.standard_normal(shape), dtype=dtype)
+        elif dtype.kind in "iub":
+            feeds[spec.name] = np.asarray(rng.integers(0, 2, size=shape), dtype=dtype)
         else:
             raise SpecError(
                 f"cannot generate values for text input {spec.name!r}; give real rows with --data FILE (or --sample for scikit-learn)"

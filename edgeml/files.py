@@ -1,7 +1,10 @@
-"""File helpers shared by every writer: atomic writes and content hashes.
+"""File helpers shared by every writer: atomic writes, temporary names, content hashes.
 
 Artifacts are written under a temporary name in their final folder and renamed into place, so an
-interrupted or failed job never leaves a half-written file where a user or CI would pick it up.
+interrupted or failed job never leaves a half-written file where a user or CI would pick it up. A
+temporary name says which host and process writes it (``.NAME.HOST.PID.RANDOM.tmp``): what a SIGKILL
+leaves behind is removed by the next write into that folder once its process is gone, and never while
+it lives (nor when it belongs to another host sharing the folder).
 """
 
 from __future__ import annotations
@@ -9,11 +12,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import shutil
+import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -24,23 +36,101 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def kind_of(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "regular file" if stat.S_ISREG(mode) else "special file")
+
+
+def check_target(final: str | os.PathLike) -> None:
+    """Refuse to replace anything but a regular file: a device (``/dev/full``), a FIFO or a folder given as
+    an output path stays what it is."""
+    try:
+        mode = os.stat(final).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"cannot write {final} ({exc.strerror}); give another path") from exc
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{final} is a {kind_of(mode)}, not a regular file; edgeml writes only to regular files "
+                         "or new paths: give another path")
+
+
+def temp_owner(name: str) -> tuple[str, int] | None:
+    """(host, pid) of an edgeml temporary name, None for any other name."""
+    match = _TEMP.match(name)
+    return (match["host"], int(match["pid"])) if match else None
+
+
+def process_alive(host: str, pid: int) -> bool:
+    """Whether a temporary name's writer may still run (a process of another host: assume so)."""
+    if host != _HOST or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """edgeml's temporary files and folders in ``folder`` whose process is gone: what a kill left behind."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    owners = ((Path(e.path), temp_owner(e.name)) for e in entries)
+    return sorted(path for path, owner in owners if owner and not process_alive(*owner))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def temp_path(final: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
+    """Yield a temporary file (or, with ``folder``, an empty folder) beside ``final``, named for this host and
+    process; it is removed when the block ends if it is still there. Stale temporaries are removed first."""
+    final = Path(final)
+    check_target(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in stale_temps(final.parent):
+            _remove(stale)
+        options = dict(prefix=f".{final.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
+        if folder:
+            tmp = Path(tempfile.mkdtemp(**options))
+        else:
+            fd, name = tempfile.mkstemp(**options)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as exc:
+        raise InputError(f"cannot write in {final.parent} ({exc.strerror}); choose another output folder") from exc
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` into place as ``final``, readable by others (mkstemp makes files private)."""
+    check_target(final)
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        raise InputError(f"cannot write {final} ({exc.strerror}); give another path") from exc
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    except OSError as exc:
-        raise InputError(f"cannot write in {final.parent} ({exc.strerror}); choose another output folder") from exc
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
+    with temp_path(final) as tmp:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; artifacts are for others to read
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+        publish(tmp, Path(final))
 
 
 def _umask() -> int:

@@ -33,6 +33,9 @@ def precision_of(ops: Counter, weight_types: Counter, inputs: list[TensorSpec]) 
 def inspect_model(path: str | os.PathLike) -> dict:
     """A summary of an ONNX file; ``edgeml inspect`` prints it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; edgeml inspect reads one .onnx file (edgeml verify {path} checks a "
+                         "folder against its manifest)")
     if path.is_file() and path.suffix.lower() != ".onnx":
         raise InputError(f"edgeml inspect reads .onnx files; {path} is not one (convert it first: edgeml convert {path})")
     model = read_onnx(path)

@@ -2,19 +2,36 @@
 
 One manifest per output folder, one entry per artifact, each with the source it was built from.
 Converting into the same folder replaces the entries of the files it rewrites and keeps the others.
+
+The manifest never lies: every listed file is present with the listed sha256 at every moment, whatever
+kills the writer. Every update reads, merges and writes under an exclusive lock on the folder (so two
+converts into one folder keep both entries), an entry is dropped before its file is replaced or removed,
+and a new file is listed only once it is in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import os
 import platform
+import stat
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
-from .files import write_bytes_atomic
+from .errors import InputError
+from .files import check_target, kind_of, publish, write_bytes_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent converts into one folder are not serialized there
+    fcntl = None
 
 MANIFEST_NAME = "edgeml.json"
+#: Exists only while a writer holds the folder's lock (or after a kill, until the next writer takes it).
+LOCK_NAME = ".edgeml.lock"
 SCHEMA_VERSION = 1
 _TOOLS = ("edgeml", "numpy", "onnx", "onnxruntime", "onnxslim", "torch", "scikit-learn", "skl2onnx")
 
@@ -29,32 +46,122 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def _read(path: Path) -> dict:
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (a flock on its lock file, released by the kernel if we die).
+
+    The holder removes the lock file before releasing it, so nothing stays behind; a waiter that then
+    gets the lock on the removed file sees that the name no longer leads to it and tries again.
+    """
+    path = Path(folder) / LOCK_NAME
+    if fcntl is None:
+        yield
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            raise InputError(f"cannot lock {folder} ({exc.strerror}); choose another output folder, "
+                             f"or remove {path} if it is not a regular file") from exc
+        try:
+            mine = os.fstat(fd)
+            if not stat.S_ISREG(mine.st_mode):
+                raise InputError(f"{path} is a {kind_of(mine.st_mode)}, not edgeml's lock file; remove it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The folder's manifest (``{"artifacts": []}`` when there is none yet).
+
+    A manifest that is not one (a list, garbage, a folder) is refused, not replaced: replacing it would
+    silently drop the entries it may hold."""
+    path = Path(folder) / MANIFEST_NAME
+    fix = "move it away (or delete it) and convert again"
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path} is a {kind_of(mode)}, not an edgeml manifest; {fix}")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {"artifacts": []}
+    except NotADirectoryError as exc:
+        raise InputError(f"cannot write in {folder} ({exc.strerror}); choose another output folder") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror}); fix its permissions or {fix}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not an edgeml manifest (not UTF-8 text); {fix}") from exc
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not an edgeml manifest (invalid JSON: {exc.msg} at line {exc.lineno}); {fix}") from exc
+    entries = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in entries):
+        what = "its artifacts are not a list of entries with a file name" if isinstance(manifest, dict) else \
+            f"a JSON {type(manifest).__name__}, not an object"
+        raise InputError(f"{path} is not an edgeml manifest ({what}); {fix}")
+    return manifest
 
 
 def manifest_entry(artifact: str | Path) -> dict | None:
     """The manifest's entry for an artifact file, if its folder has a manifest that lists it."""
     artifact = Path(artifact)
-    entries = _read(artifact.parent / MANIFEST_NAME).get("artifacts", [])
+    entries = read_manifest(artifact.parent)["artifacts"]
     return next((e for e in entries if e.get("file") == artifact.name), None)
 
 
-def write_manifest(output_dir: str | Path, artifacts: list[dict], drop=()) -> Path:
-    """Merge ``artifacts`` into the folder's manifest (replacing same-named files, removing ``drop``) and
-    write it atomically."""
-    path = Path(output_dir) / MANIFEST_NAME
-    written = {a["file"] for a in artifacts} | set(drop)
-    kept = [a for a in _read(path).get("artifacts", []) if a.get("file") not in written]
+def _write(folder: Path, entries: list[dict]) -> Path:
+    path = folder / MANIFEST_NAME
     manifest = {
         "schema": SCHEMA_VERSION,
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "artifacts": kept + artifacts,
+        "artifacts": entries,
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "machine": platform.machine(), "tools": tool_versions()},
     }
     write_bytes_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     return path
+
+
+def _without(folder: Path, names: set[str]) -> list[dict]:
+    """The manifest's entries less ``names``, the manifest rewritten first if it listed any of them."""
+    entries = read_manifest(folder)["artifacts"]
+    kept = [e for e in entries if e["file"] not in names]
+    if len(kept) != len(entries):
+        _write(folder, kept)
+    return kept
+
+
+def install(tmp: Path, final: Path, entry: dict) -> Path:
+    """Move a finished artifact into place and list it: under the folder's lock, drop ``final``'s old
+    entry, rename ``tmp`` to ``final``, then add ``entry`` (whose sha256 is ``tmp``'s). A kill between
+    any two steps leaves the manifest true (at worst ``final`` is present but not listed yet)."""
+    with folder_lock(final.parent):
+        kept = _without(final.parent, {final.name})
+        publish(tmp, final)
+        return _write(final.parent, kept + [entry])
+
+
+def remove_artifact(final: Path) -> None:
+    """Drop ``final``'s entry from the manifest, then remove the file."""
+    if not final.parent.is_dir():
+        return
+    with folder_lock(final.parent):
+        _without(final.parent, {final.name})
+        check_target(final)
+        final.unlink(missing_ok=True)

@@ -7,9 +7,9 @@ or invalid file gets the same clear error everywhere.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from .errors import InputError, first_line, no_such_file
+from .errors import InputError, first_line
+from .readable import regular_file
 from .spec import TensorSpec
 
 #: ONNX element types (TensorProto.DataType) to edgeml dtype names.
@@ -21,9 +21,7 @@ def read_onnx(path: str | os.PathLike):
     """Load and check an ONNX file, or say plainly why it cannot be used."""
     import onnx
 
-    path = Path(path)
-    if not path.is_file():
-        raise no_such_file(path)
+    path = regular_file(path, "ONNX file")
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
@@ -36,8 +34,19 @@ def read_onnx(path: str | os.PathLike):
 
 def value_info_spec(value) -> TensorSpec:
     tensor = value.type.tensor_type
-    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim)
-    return TensorSpec(value.name, shape, ELEMENT_TYPES.get(tensor.elem_type, str(tensor.elem_type)))
+    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or "?")
+                  for d in tensor.shape.dim)
+    return TensorSpec(value.name, shape, ELEMENT_TYPES.get(tensor.elem_type) or _type_name(tensor.elem_type))
+
+
+def _type_name(elem_type: int) -> str:
+    """A readable name for an element type edgeml has no dtype for (float8e4m3fn, not 17)."""
+    import onnx
+
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"onnx element type {elem_type}"
 
 
 def graph_input_specs(model) -> list[TensorSpec]:

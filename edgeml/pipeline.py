@@ -1,7 +1,8 @@
 """``edgeml.convert``: source model -> ONNX -> optimized ONNX, checked against the source, with a manifest.
 
-Each artifact is written under a temporary name, checked, and only then renamed into place: a failed
-check or an interrupted run leaves nothing that looks like a finished artifact.
+Each artifact is written under a temporary name, checked, and only then renamed into place and listed
+in the manifest (``manifest.install``): a failed check or an interrupted run leaves nothing that looks
+like a finished artifact, and a manifest that lists only files present with their listed sha256.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import numpy as np
 
 from .data import random_feeds, read_feeds
 from .errors import CheckFailed, ExportError, InputError, first_line, no_such_file
-from .files import atomic_path, sha256
+from .files import check_target, sha256, temp_path
 from .inspection import inspect_model
-from .manifest import manifest_entry, write_manifest
+from .manifest import MANIFEST_NAME, install, manifest_entry, read_manifest, remove_artifact
 from .sources import load_source
 from .sources.base import SourceModel
-from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, compare
+from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, check_tolerances, compare
 
 TARGETS = ("onnx",)
 #: Samples generated for the check when no --data is given.
@@ -74,6 +75,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     """
     say = progress or (lambda message: None)
     targets = parse_targets(to)
+    check_tolerances(atol, rtol)
     if data is not None and not isinstance(data, Mapping) and ":" not in str(data) and not Path(data).exists():
         raise no_such_file(data, "data file or folder")
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
@@ -83,6 +85,8 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
 
         int8 = int8 if isinstance(int8, Int8Options) else Int8Options()
         int8.validate()
+    output_dir = Path(output_dir)
+    read_manifest(output_dir)  # a folder that cannot hold a manifest fails now, not after the export
     source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
                          model_kwargs=model_kwargs, trust_pickle=trust_pickle)
     if int8 and source.kind == "sklearn":
@@ -91,31 +95,30 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")
     for note in source.notes:
         say(note)
-    output_dir = Path(output_dir)
     stem = name or (Path(source.path).stem if source.path else "model")
+    fp32_final, int8_final = output_dir / f"{stem}.onnx", output_dir / f"{stem}.int8.onnx"
+    for final in (fp32_final, int8_final) if int8 else (fp32_final,):
+        check_target(final)
     artifacts = []
     if "onnx" in targets:
-        artifacts.append(_build_onnx(source, output_dir / f"{stem}.onnx", optimize, check, data, atol, rtol, opset, say))
-    stale = []
-    try:
-        if int8:
-            final = output_dir / f"{stem}.int8.onnx"
-            if final.exists():  # built from the previous FP32 model: it must not outlive a failed rebuild
-                final.unlink()
-                stale.append(final.name)
-            artifacts.append(_build_int8(artifacts[0], final, int8, say))
-    finally:  # the FP32 artifact is written and checked: the manifest lists it even when INT8 fails
-        manifest = write_manifest(output_dir, [_artifact_record(a, source) for a in artifacts], drop=stale)
-    return ConvertResult(source, artifacts, manifest)
+        artifacts.append(_build_onnx(source, fp32_final, optimize, check, data, atol, rtol, opset, say))
+    if int8:
+        # Built from the previous FP32 model, the old INT8 file must not outlive a failed rebuild.
+        remove_artifact(int8_final)
+        artifacts.append(_build_int8(artifacts[0], int8_final, int8, source, say))
+    return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
 
 
-def _build_int8(fp32: Artifact, final: Path, options, say) -> Artifact:
+def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say) -> Artifact:
+    """The INT8 step writes its file itself: into a private folder beside ``final``, then installed."""
     from .calibration.int8 import build_int8
     from .spec import TensorSpec
 
     specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
-    report = build_int8(fp32.path, final, specs, options, say)
-    return Artifact(final, "onnx", None, {"quantization": report}, inspect_model(final))
+    with temp_path(final, folder=True) as staging:
+        built = staging / final.name
+        report = build_int8(fp32.path, built, specs, options, say)
+        return _install(Artifact(final, "onnx", None, {"quantization": report}), built, source)
 
 
 def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, data, atol, rtol, opset, say) -> Artifact:
@@ -145,15 +148,23 @@ def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, d
         raise ExportError(f"the ONNX model is {proto.ByteSize() / 2**30:.1f} GB, over protobuf's 2 GB; edgeml writes single-file models only")
     import onnx
 
-    with atomic_path(final) as tmp:
-        onnx.save_model(proto, str(tmp))
-        result = _check(source, tmp, record, data, atol, rtol, say) if check else None
+    record["opset"] = opsets(proto)
+    with temp_path(final, folder=True) as staging:
+        built = staging / final.name
+        onnx.save_model(proto, str(built))
+        result = _check(source, built, record, data, atol, rtol, say) if check else None
         if result is not None and not result.passed:
             raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for debugging)", result)
         if not check:
             say("check skipped (--no-check): the artifact is unverified")
-    record["opset"] = opsets(proto)
-    return Artifact(final, "onnx", result, record, inspect_model(final))
+        return _install(Artifact(final, "onnx", result, record), built, source)
+
+
+def _install(artifact: Artifact, built: Path, source: SourceModel) -> Artifact:
+    """Describe the artifact built in its private folder, move it into place and list it in the manifest."""
+    artifact.info = {**inspect_model(built), "file": str(artifact.path)}
+    install(built, artifact.path, _artifact_record(artifact, source, built))
+    return artifact
 
 
 def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, say) -> CheckResult:
@@ -193,18 +204,36 @@ def export_onnx(source: SourceModel, opset: int | None):
 
 
 def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
-    """Inputs for the check: --data, else the --sample rows, else generated from the specs (seed 0)."""
+    """Inputs for the check: --data, else the --sample rows, else generated from the specs (seed 0).
+
+    Generated inputs number CHECK_SAMPLES rounded up to a multiple of a fixed batch. Given inputs must
+    be finite: on NaN or Inf a model computes NaN or Inf, which no comparison can vouch for. NaN is a
+    missing value to a scikit-learn model (its imputers fill it), so there only Inf is refused.
+    """
     if isinstance(data, Mapping):
-        return {k: np.asarray(v) for k, v in data.items()}, "given arrays"
-    if data is not None:
-        return read_feeds(data, source.inputs), f"from {data}"
-    if source.sample is not None:
-        return source.sample, "--sample rows"
-    specs = [s.with_batch(CHECK_SAMPLES) for s in source.inputs]
-    return random_feeds(specs), "generated, seed 0"
+        feeds, origin = {k: np.asarray(v) for k, v in data.items()}, "given arrays"
+    elif data is not None:
+        feeds, origin = read_feeds(data, source.inputs), f"from {data}"
+    elif source.sample is not None:
+        feeds, origin = source.sample, "--sample rows"
+    else:
+        fixed = next((s.shape[0] for s in source.inputs if s.shape and isinstance(s.shape[0], int)), 1)
+        rows = -(-CHECK_SAMPLES // fixed) * fixed
+        return random_feeds([s.with_batch(rows) for s in source.inputs]), "generated, seed 0"
+    for name, values in feeds.items():
+        values = np.asarray(values)
+        if values.dtype.kind not in "fc":
+            continue
+        bad = np.isinf(values) if source.kind == "sklearn" else ~np.isfinite(values)
+        if bad.any():
+            what = "Inf" if source.kind == "sklearn" else "NaN or Inf"
+            raise InputError(f"the check's input {name!r} ({origin}) holds {int(bad.sum())} {what} value(s): outputs "
+                             "computed from them cannot be compared; give finite data (or --no-check)")
+    return feeds, origin
 
 
-def _artifact_record(artifact: Artifact, source: SourceModel) -> dict:
+def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> dict:
+    """The manifest entry of ``artifact``, whose bytes are in ``content`` until it is installed."""
     info = artifact.info
     if "quantization" in artifact.record:
         check = {"status": "passed", "against": "the FP32 artifact", **artifact.record["quantization"]["accuracy"]}
@@ -215,7 +244,7 @@ def _artifact_record(artifact: Artifact, source: SourceModel) -> dict:
     return {
         "file": artifact.path.name,
         "target": artifact.target,
-        "sha256": sha256(artifact.path),
+        "sha256": sha256(content),
         "size_bytes": info["size_bytes"],
         "precision": info["precision"],
         "inputs": info["inputs"],

@@ -1,14 +1,18 @@
-"""TensorSpec: what one model input or output looks like, and the ``NAME:DIMS[:DTYPE]`` syntax for it.
+"""TensorSpec: what one model input or output looks like, the ``NAME:DIMS[:DTYPE]`` syntax for it, and the
+one place that says how many bytes arrays of a spec take (checked before anything is allocated).
 
 Symbolic dimensions (a dynamic batch, a variable sequence length) are kept as their names, so that a
 spec read from an ONNX file, from a torch export or from the command line means the same everywhere.
+Shapes are shown one way everywhere: ``batch×3×224×224`` (``scalar`` for rank 0), specs as
+``x:batch×3×224×224:float32``; the parser takes ``×``, ``x`` or ``,`` between dims.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterable, Sequence, Union
 
 import numpy as np
 
@@ -16,17 +20,45 @@ from .errors import SpecError
 
 Dim = Union[int, str]
 
-#: dtype names accepted on the command line, mapped to numpy's names.
+#: dtype names accepted on the command line, mapped to edgeml's names.
 DTYPE_ALIASES = {
     "float32": "float32", "float": "float32", "fp32": "float32",
     "float16": "float16", "half": "float16", "fp16": "float16",
     "float64": "float64", "double": "float64",
-    "int64": "int64", "long": "int64", "int32": "int32", "int": "int32",
-    "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool", "string": "str",
-    "str": "str",
+    "int64": "int64", "long": "int64", "int32": "int32", "int": "int32", "int16": "int16", "int8": "int8",
+    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "bool": "bool", "string": "str", "str": "str",
 }
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
-_SYMBOL = re.compile(r"^[A-Za-z_?][A-Za-z0-9_]*$")
+#: edgeml dtype -> the numpy dtype its arrays have. A dtype outside it (bfloat16, float8, complex) has no
+#: array onnxruntime's Python API can take, so an input of it is refused with a clear error.
+NUMPY_DTYPES = {name: np.dtype(object if name == "str" else name) for name in set(DTYPE_ALIASES.values())}
+
+#: The size limit on one set of arrays edgeml makes or is told of, and how a user raises it.
+MAX_BYTES_ENV = "EDGEML_MAX_INPUT_BYTES"
+DEFAULT_MAX_BYTES = 2 * 1024**3
+#: numpy 1.x arrays have at most 32 dims; nothing real comes close.
+MAX_RANK = 32
+
+SHAPE_SEPARATOR = "×"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*")
+_SYMBOL = re.compile(r"\?|[A-Za-z_][A-Za-z0-9_]*")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '٢٠'
+_BYTES = re.compile(r"([0-9]+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_HINT = "write it as NAME:DIMS[:DTYPE], e.g. x:1x3x224x224 or ids:batchx128:int64"
+
+
+def format_shape(shape: Sequence) -> str:
+    """``batch×3×224×224``; ``scalar`` for rank 0. For specs and arrays alike, in every message."""
+    return SHAPE_SEPARATOR.join(map(str, shape)) if len(shape) else "scalar"
+
+
+def format_bytes(n: float) -> str:
+    """``2 GiB``, ``7.28 TiB``: sizes in messages."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.3g} {units[i]}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +69,13 @@ class TensorSpec:
 
     @property
     def np_dtype(self) -> np.dtype:
-        return np.dtype(object) if self.dtype == "str" else np.dtype(self.dtype)
+        dtype = NUMPY_DTYPES.get(self.dtype)
+        if dtype is None:
+            raise SpecError(
+                f"input {self.name!r} has type {self.dtype}, which edgeml cannot feed (numpy and onnxruntime's "
+                f"Python API have no such arrays); export the model with inputs of {', '.join(sorted(NUMPY_DTYPES))}"
+            )
+        return dtype
 
     @property
     def is_dynamic(self) -> bool:
@@ -56,8 +94,10 @@ class TensorSpec:
         )
 
     def __str__(self) -> str:
-        dims = "x".join(str(d) for d in self.shape) if self.shape else "scalar"
-        return f"{self.name}:{dims}:{self.dtype}"
+        return f"{self.name}:{format_shape(self.shape)}:{self.dtype}"
+
+    def __repr__(self) -> str:
+        return f"<TensorSpec {self}>"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -72,35 +112,61 @@ def normalize_dtype(name: str, context: str = "") -> str:
     if key in DTYPE_ALIASES:
         return DTYPE_ALIASES[key]
     raise SpecError(
-        f"unknown dtype {name!r}{context}; use one of: " + ", ".join(sorted(set(DTYPE_ALIASES.values())))
+        f"unknown dtype {_short(str(name))}{context}; use one of: " + ", ".join(sorted(set(DTYPE_ALIASES.values())))
     )
 
 
 def parse_spec(text: str) -> TensorSpec:
-    """Parse ``NAME:DIMS[:DTYPE]``, e.g. ``x:1x3x224x224`` or ``ids:batchx128:int64``.
+    """Parse ``NAME:DIMS[:DTYPE]``, e.g. ``x:1x3x224x224``, ``ids:batch×128:int64`` or ``t:scalar``.
 
-    Dims are separated by ``x``; a dim that is not a number (``batch``, ``?``) is symbolic.
+    Dims are separated by ``×`` (as edgeml prints them), ``x`` or ``,``; a dim that is a positive ASCII
+    number is fixed, a name (``batch``, ``?``) is symbolic. A spec whose fixed dims alone exceed the size
+    limit is refused here, before anything is made from it.
     """
-    hint = "write it as NAME:DIMS[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64"
+    if not isinstance(text, str):
+        raise SpecError(f"an input spec is a string NAME:DIMS[:DTYPE] or a TensorSpec, not {type(text).__name__}; {_HINT}")
     parts = text.strip().split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise SpecError(f"bad input spec {text!r}: {hint}")
-    name, dims_text = parts[0], parts[1]
-    if not _NAME.match(name):
-        raise SpecError(f"bad input name {name!r} in {text!r}: {hint}")
-    dtype = normalize_dtype(parts[2], f" in input spec {text!r}") if len(parts) == 3 else "float32"
-    shape: list[Dim] = []
-    for dim in re.split(r"[x,]", dims_text):
-        if dim.isdigit() and int(dim) > 0:
-            shape.append(int(dim))
-        elif _SYMBOL.match(dim) and not dim.isdigit():
-            shape.append("?" if dim == "?" else dim)
-        else:
-            raise SpecError(f"bad dimension {dim!r} in input spec {text!r}: {hint}")
-    return TensorSpec(name, tuple(shape), dtype)
+        raise SpecError(f"bad input spec {_short(text)}: {_HINT}")
+    name, dims_text = parts[0], parts[1].strip(" ")
+    if not _NAME.fullmatch(name):
+        raise SpecError(f"bad input name {_short(name)} in input spec {_short(text)}: a name starts with a letter or _ "
+                        f"and holds letters, digits, _ . - /; {_HINT}")
+    dtype = normalize_dtype(parts[2], f" in input spec {_short(text)}") if len(parts) == 3 else "float32"
+    shape = () if dims_text == "scalar" else tuple(_parse_dim(d.strip(" "), text) for d in _split_dims(dims_text))
+    if len(shape) > MAX_RANK:
+        raise SpecError(f"input spec {_short(text)} has {len(shape)} dims, more than the {MAX_RANK} edgeml takes; check the spec")
+    spec = TensorSpec(name, shape, dtype)
+    check_input_bytes([spec], what=f"input spec {_short(text)}")
+    return spec
+
+
+def _split_dims(dims_text: str) -> list[str]:
+    # With '×' present it is the only separator, so symbols may hold an 'x' (x:max_len×8 reads back; a
+    # lone x:max_len cannot: without a '×' every 'x' separates, as in x:batchx128).
+    return dims_text.split(SHAPE_SEPARATOR) if SHAPE_SEPARATOR in dims_text else re.split(r"[x,]", dims_text)
+
+
+def _parse_dim(dim: str, text: str) -> Dim:
+    if _DIGITS.fullmatch(dim) and dim.strip("0"):
+        if len(dim) > 30:  # int() of thousands of digits fails; no limit comes near 10^30 bytes
+            raise SpecError(f"dimension {dim[:12]}... ({len(dim)} digits) in input spec {_short(text)} is absurd; check the spec")
+        return int(dim)
+    if _SYMBOL.fullmatch(dim):
+        return dim
+    raise SpecError(f"bad dimension {_short(dim)} in input spec {_short(text)}: a dim is a positive number "
+                    f"(ASCII digits) or a name such as batch; {_HINT}")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``repr(text)``, cut to ``limit`` characters: a message stays one readable line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def parse_specs(texts) -> list[TensorSpec]:
+    """Specs from strings or TensorSpecs (one string is one spec); each name once."""
+    if isinstance(texts, (str, TensorSpec)):
+        texts = [texts]
     specs = [s if isinstance(s, TensorSpec) else parse_spec(s) for s in texts]
     names = [s.name for s in specs]
     duplicates = {n for n in names if names.count(n) > 1}
@@ -114,5 +180,50 @@ def dynamic_batch(specs: list[TensorSpec], symbol: str = "batch") -> list[Tensor
 
 
 def spec_of_array(name: str, array: np.ndarray) -> TensorSpec:
-    dtype = "str" if array.dtype.kind in "OUST" else normalize_dtype(array.dtype.name)
+    """The spec of an array as it is (a dtype edgeml cannot feed, e.g. complex64, keeps its numpy name)."""
+    dtype = "str" if array.dtype.kind in "OUST" else DTYPE_ALIASES.get(array.dtype.name, array.dtype.name)
     return TensorSpec(name, tuple(int(d) for d in array.shape), dtype)
+
+
+# -- sizes: estimated here, before any array is made -----------------------------------------------
+
+
+def max_input_bytes() -> int:
+    """The limit on one set of inputs: ``EDGEML_MAX_INPUT_BYTES`` (bytes, or with K/M/G/T binary units)."""
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    match = _BYTES.fullmatch(text)
+    if not match:
+        raise SpecError(f"{MAX_BYTES_ENV}={text!r} is not a size; give bytes, e.g. {MAX_BYTES_ENV}=8G or {8 * 1024**3}")
+    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")
+
+
+def input_bytes(specs: Iterable[TensorSpec], batch: int = 1, other: int = 1) -> int:
+    """Bytes that arrays for ``specs`` take, symbolic dims sized as in ``concrete_shape`` (text: 8 a value)."""
+    total = 0
+    for spec in specs:
+        size = spec.np_dtype.itemsize
+        for dim in spec.concrete_shape(batch, other):
+            if dim < 0:
+                raise SpecError(f"input {spec.name!r} has shape {format_shape(spec.shape)}: dimension {dim} "
+                                "is not a size; the model file is malformed, re-export it")
+            size *= int(dim)  # a Python int: numpy ints would wrap around
+        total += size
+    return total
+
+
+def check_input_bytes(specs: Sequence[TensorSpec], batch: int = 1, other: int = 1, what: str = "the inputs") -> int:
+    """Refuse ``specs`` at this size above the limit, naming it and how to raise it; returns the bytes."""
+    for value, label in ((batch, "batch"), (other, "size of a symbolic dim")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise SpecError(f"the {label} must be a whole number >= 1, got {value!r}")
+    size, limit = input_bytes(specs, batch, other), max_input_bytes()
+    if size > limit:
+        largest = max(specs, key=lambda s: input_bytes([s], batch, other))
+        raise SpecError(
+            f"{what} would take {format_bytes(size)} (input {largest.name!r}: "
+            f"{format_shape(largest.concrete_shape(batch, other))} {largest.dtype}), above the {format_bytes(limit)} "
+            f"limit on one set of inputs; use smaller dims or batch, or raise the limit: {MAX_BYTES_ENV}={size}"
+        )
+    return size

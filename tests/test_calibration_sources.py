@@ -3,6 +3,7 @@ the streaming, the checks against the model's input specs, and the errors."""
 
 from __future__ import annotations
 
+import re
 import sys
 import tracemalloc
 
@@ -14,7 +15,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from edgeml.calibration import sources
 from edgeml.calibration.sources import ImageOptions, open_source
 from edgeml.errors import BackendMissing, InputError, SpecError
-from edgeml.spec import TensorSpec
+from edgeml.spec import TensorSpec, format_shape
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -38,6 +39,11 @@ def write_pngs(folder, images, suffix=".png"):
     for i, image in enumerate(images):
         Image.fromarray(image.astype(np.uint8)).save(folder / f"{i:03d}{suffix}")
     return folder
+
+
+def shape(*dims) -> str:
+    """A shape as error messages write it, as a regular expression."""
+    return re.escape(format_shape(dims))
 
 
 def ids(source) -> list[int]:
@@ -278,9 +284,9 @@ def test_split_of_streamed_and_image_sources(tmp_path, digits, cancer):
 
 def test_samples_are_checked_against_the_specs(tmp_path, cancer):
     np.save(tmp_path / "c.npy", cancer)
-    with pytest.raises(SpecError, match=r"c.npy, sample 0: input 'x' expects shape \(batch, 20\), found \(1, 30\)"):
+    with pytest.raises(SpecError, match=rf"c.npy, sample 0: input 'x' expects shape {shape('batch', 20)}, found {shape(1, 30)}"):
         next(iter(open_source(tmp_path / "c.npy", [TensorSpec("x", ("batch", 20))])))
-    with pytest.raises(SpecError, match=r"expects shape \(batch, 30, 1\), found \(1, 30\)"):
+    with pytest.raises(SpecError, match=rf"expects shape {shape('batch', 30, 1)}, found {shape(1, 30)}"):
         next(iter(open_source(tmp_path / "c.npy", [TensorSpec("x", ("batch", 30, 1))])))
     with pytest.raises(SpecError, match="expects dtype int64, found float64"):
         next(iter(open_source(tmp_path / "c.npy", [TensorSpec("x", ("batch", 30), "int64")])))
@@ -300,7 +306,7 @@ def test_errors_name_the_file_row_or_item(tmp_path, cancer, digits):
     with pytest.raises(SpecError, match="t.csv, row 1: input 'x' expects dtype float32, found text"):
         list(open_source(tmp_path / "t.csv", [INDEX]))
     two = [TensorSpec("a", ("batch", 1)), TensorSpec("b", ("batch", 1))]
-    with pytest.raises(SpecError, match=r"item 1, sample 0: no array for input 'b' \(expected shape \(batch, 1\), float32"):
+    with pytest.raises(SpecError, match=rf"item 1, sample 0: no array for input 'b' \(expected shape {shape('batch', 1)}, float32"):
         list(open_source(lambda: [{"a": np.ones((2, 1)), "b": np.ones((2, 1))}, {"a": np.ones((2, 1))}], two))
     with pytest.raises(SpecError, match="different numbers of samples"):
         open_source(lambda: [{"a": np.ones((2, 1)), "b": np.ones((3, 1))}], two)
@@ -408,3 +414,74 @@ def test_function_errors(tmp_path, monkeypatch):
         open_source(lambda: 3, [DIGIT])
     with pytest.raises(InputError, match="returned a dict"):
         open_source(lambda: {"x": np.zeros((1, 1, 8, 8))}, [DIGIT])
+
+
+def npy_bytes(shape, data: bytes = b"", dtype="<f4") -> bytes:
+    """A .npy file whose header claims ``shape`` whatever data follows it."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + data
+
+
+def test_array_headers_are_checked_against_the_data_they_come_with(tmp_path):
+    """A header claiming more than the file holds (10^12 rows, a truncated file) fails before anything is
+    allocated or read, for .npy files, stored and compressed .npz members, and sample files alike."""
+    import zipfile
+
+    from edgeml.calibration.sources import read_npy
+
+    (tmp_path / "huge.npy").write_bytes(npy_bytes((10**12, 30), bytes(120)))
+    np.save(tmp_path / "cut.npy", np.ones((50, 30), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:-7])
+    (tmp_path / "negative.npy").write_bytes(npy_bytes((-5, 30)))
+    for compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        with zipfile.ZipFile(tmp_path / f"huge{compression}.npz", "w", compression) as archive:
+            archive.writestr("x.npy", npy_bytes((10**12, 30), bytes(120)))
+    np.savez(tmp_path / "cut.npz", x=np.ones((50, 30), np.float32))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "cut.npz").read_bytes()[:-40])
+    with pytest.raises(InputError, match="cut.npz is not a valid .npz archive"):
+        open_source(tmp_path / "cut.npz", [TABLE])
+    for name in ("huge.npy", "cut.npy", "huge0.npz", "huge8.npz"):
+        with pytest.raises(InputError, match=rf"{name}.* is truncated or damaged: its header claims a .*30 float32 array"):
+            open_source(tmp_path / name, [TABLE])
+    for name in ("huge.npy", "cut.npy"):
+        with pytest.raises(InputError, match="is truncated or damaged"):
+            read_npy(tmp_path / name)
+    with pytest.raises(InputError, match="negative.npy is truncated or damaged"):
+        open_source(tmp_path / "negative.npy", [TABLE])
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="objects.npy holds Python objects, which only pickle can read"):
+        read_npy(tmp_path / "objects.npy")
+    np.save(tmp_path / "fine.npy", np.arange(6.0).reshape(2, 3))
+    assert read_npy(tmp_path / "fine.npy").tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_an_endless_function_stops_at_the_sample_limit(monkeypatch):
+    monkeypatch.setattr(sources, "MAX_FUNCTION_SAMPLES", 50)
+
+    def endless(rows: int):
+        while True:
+            yield {"x": np.zeros((rows, 30))}
+
+    for rows in (1, 7, 0):  # samples, batches, and empty batches that add no sample
+        with pytest.raises(InputError, match="gives more than 50 samples .*MAX_FUNCTION_SAMPLES"):
+            open_source(lambda: endless(rows), [TABLE])
+    assert len(open_source(lambda: [{"x": np.zeros((50, 30))}], [TABLE])) == 50
+
+
+def test_only_regular_files_are_read(tmp_path, monkeypatch):
+    """A FIFO or a link to /dev/zero would block or never end: they fail at once, named."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.npy")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "loader.py")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="pipe.npy is a named pipe"):
+        open_source(tmp_path / "pipe.npy", [TABLE])
+    with pytest.raises(InputError, match=r"zero.csv \(a link to /dev/zero\) is a character device"):
+        open_source(tmp_path / "zero.csv", [TABLE])
+    with pytest.raises(InputError, match="loader.py is a named pipe"):
+        open_source("loader.py:samples", [TABLE])

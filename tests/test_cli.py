@@ -79,7 +79,7 @@ def test_bench_within_budget_writes_json(mlp_onnx, tmp_path):
     data = document["results"][0]
     stats = data["stats"]
     assert document["passed"] is True and data["passed"] is True and data["batch"] == 4
-    assert stats["count"] >= 662  # p99's conservative estimate needs 662 samples
+    assert stats["count"] >= 260  # the p90 gate: 5 blocks of 52 calls
     assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"]
     assert data["load_ms"] > 0 and data["first_ms"] > 0 and stats["throughput_per_s"] > 0
 
@@ -110,3 +110,39 @@ def test_demo_trains_converts_checks_and_benches(tmp_path):
     assert "PyTorch MLP" in process.stdout and "RandomForest" in process.stdout and "within" in process.stdout
     assert (tmp_path / "digits_mlp.onnx").is_file() and (tmp_path / "digits_rf.onnx").is_file()
     assert process.stderr.count("check passed") == 2
+
+
+def test_a_closed_pipe_ends_quietly(mlp_onnx):
+    """`edgeml inspect m.onnx | head -1`: the reader leaving early is not an error (exit 0, nothing on stderr)."""
+    process = subprocess.Popen([sys.executable, "-m", "edgeml.cli", "inspect", str(mlp_onnx)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # before edgeml has written a byte: its first write meets a closed pipe
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert b"BrokenPipe" not in stderr and b"Traceback" not in stderr
+
+
+def test_sweep_table_is_not_truncated_in_a_log(mlp_onnx):
+    """Piped output (CI logs) has no width to fit: every header and cell is printed whole."""
+    code, out = edgeml_cli("bench", mlp_onnx, "--batch", "1,2", "--threads", "1,2", "--runs", "10", *QUICK)
+    assert code == 0, out
+    assert "…" not in out
+    for header in ("threads", "throughput", "verdict", "batch"):
+        assert header in out
+
+
+def test_verify_passes_a_built_folder_and_names_what_changed(mlp_onnx, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(mlp_onnx.parent, tmp_path / "build")
+    code, out = edgeml_cli("verify", folder)
+    assert code == 0 and out.startswith("ok: ") and "1 artifact(s)" in out, out
+    with open(folder / "mlp.onnx", "ab") as f:
+        f.write(b"\0")  # one byte appended after the build
+    (folder / "stray.onnx").write_bytes((folder / "mlp.onnx").read_bytes())
+    code, out = edgeml_cli("verify", folder)
+    assert code == 1, out
+    assert "problem: mlp.onnx:" in out and "the manifest says" in out
+    assert "problem: stray.onnx: not in edgeml.json" in out
+    code, out = edgeml_cli("inspect", folder)
+    assert code == 2 and "edgeml verify" in out

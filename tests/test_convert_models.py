@@ -250,3 +250,68 @@ def test_a_closed_runtime_says_so(mlp, tmp_path):
     model.close()
     with pytest.raises(edgeml.EdgeMLError, match="closed"):
         model(np.zeros((1, 64), np.float32))
+
+
+# -- check holes: fixed batches, output names, non-finite values, tolerances ---------------------------
+
+
+def _onnx(path, nodes, inputs, outputs):
+    """A graph of ``nodes`` over float tensors: inputs and outputs as (name, shape)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node(*n) for n in nodes], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def test_a_fixed_batch_above_the_generated_count_converts(tmp_path):
+    torch.manual_seed(0)
+    result = edgeml.convert(TwoLayer(), "onnx", tmp_path, inputs=["x:17x20"])
+    check = result.artifacts[0].check
+    assert check.passed and check.samples == 17
+    assert edgeml.load(result.onnx).inputs[0].shape == (17, 20)
+
+
+def test_every_sample_is_checked_when_a_fixed_batch_does_not_divide_them(tmp_path):
+    same = _onnx(tmp_path / "same.onnx", [("Identity", ["x"], ["y"])], [("x", [4, 3])], [("y", [4, 3])])
+    relu = _onnx(tmp_path / "relu.onnx", [("Relu", ["x"], ["y"])], [("x", [4, 3])], [("y", [4, 3])])
+    x = np.ones((6, 3), np.float32)
+    x[5] = -1  # only the last sample tells the models apart
+    result = edgeml.compare(same, relu, {"x": x})
+    assert not result.passed and result.samples == 6 and result.outputs[0].rows_off == 1
+    assert edgeml.compare(same, relu, {"x": x[:5]}).passed  # 5 samples: one padded chunk, still 5 checked
+
+
+def test_outputs_are_paired_by_name(tmp_path):
+    nodes = [("Relu", ["x"], ["a"]), ("Neg", ["x"], ["b"])]
+    ab = _onnx(tmp_path / "ab.onnx", nodes, [("x", ["n", 3])], [("a", ["n", 3]), ("b", ["n", 3])])
+    ba = _onnx(tmp_path / "ba.onnx", nodes, [("x", ["n", 3])], [("b", ["n", 3]), ("a", ["n", 3])])
+    x = {"x": np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)}
+    result = edgeml.compare(ab, ba, x)
+    assert result.passed and [o.name for o in result.outputs] == ["a", "b"]
+
+
+def test_non_finite_values_never_pass_a_check(tmp_path):
+    log = _onnx(tmp_path / "log.onnx", [("Log", ["x"], ["y"])], [("x", ["n", 3])], [("y", ["n", 3])])
+    x = np.abs(np.random.default_rng(0).standard_normal((4, 3))).astype(np.float32) + 0.1
+    assert edgeml.compare(log, log, {"x": x}).passed
+    x[2, 1] = -1  # log(-1) is NaN on both sides: NaN == NaN proves nothing
+    result = edgeml.compare(log, log, {"x": x})
+    assert not result.passed and "the reference gives 1 NaN/Inf value(s)" in result.outputs[0].reason
+    x[2, 1] = np.nan
+    with pytest.raises(edgeml.EdgeMLError, match=r"input 'x' \(given arrays\) holds 1 NaN or Inf"):
+        edgeml.convert(log, "onnx", tmp_path / "out", data={"x": x})
+    assert not (tmp_path / "out" / "log.onnx").exists()
+
+
+@pytest.mark.parametrize("tolerance", [{"atol": float("nan")}, {"rtol": float("inf")}, {"atol": -1e-3}])
+def test_tolerances_must_be_finite_and_not_negative(tmp_path, tolerance):
+    same = _onnx(tmp_path / "same.onnx", [("Identity", ["x"], ["y"])], [("x", ["n", 3])], [("y", ["n", 3])])
+    with pytest.raises(edgeml.EdgeMLError, match="tolerances must be >= 0 and finite"):
+        edgeml.compare(same, same, {"x": np.zeros((2, 3), np.float32)}, **tolerance)
+    with pytest.raises(edgeml.EdgeMLError, match="tolerances must be >= 0 and finite"):
+        edgeml.convert(same, "onnx", tmp_path / "out", **tolerance)
+    assert not (tmp_path / "out").exists()

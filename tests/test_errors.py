@@ -172,20 +172,20 @@ def at_root(monkeypatch):
 
 def test_convert_missing_file(tmp_path, out):
     line = fails(2, "convert", tmp_path / "nope.pt", "-o", out)
-    has(line, "no such file", "nope.pt")
+    has(line, "no such", "file", "nope.pt")
     assert_nothing_written(out)
 
 
 @pytest.mark.parametrize("command", ["bench", "inspect"])
 def test_bench_inspect_missing_file(command, tmp_path):
     line = fails(2, command, tmp_path / "nope.onnx")
-    has(line, "no such file", "nope.onnx")
+    has(line, "no such", "file", "nope.onnx")
 
 
 def test_api_missing_file(tmp_path, out):
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="no such .*file"):
         edgeml.load(tmp_path / "nope.onnx")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="no such .*file"):
         edgeml.convert(tmp_path / "nope.pt", "onnx", out)
     assert_nothing_written(out)
 
@@ -197,7 +197,7 @@ def test_installed_script_missing_file(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     line = error_line(proc.stderr)
-    has(line, "no such file", "nope.pt")
+    has(line, "no such", "file", "nope.pt")
     assert "error:" not in proc.stdout
     assert not (tmp_path / "b").exists()
 
@@ -451,19 +451,19 @@ def runtime(files):
 def test_runtime_wrong_name(runtime):
     with pytest.raises(InputError) as info:
         runtime.run({"y": np.zeros((1, 20), np.float32)})
-    has(str(info.value), "'x'", "'y'", "missing", "unknown", "x:1x20:float32")
+    has(str(info.value), "'x'", "'y'", "missing", "unknown", "x:1×20:float32")
 
 
 def test_runtime_wrong_rank(runtime):
     with pytest.raises(InputError) as info:
         runtime(np.zeros(20, np.float32))
-    has(str(info.value), "'x'", "rank 2", "rank 1", "(1, 20)", "reshape")
+    has(str(info.value), "'x'", "rank 2", "rank 1", "shape 1×20", "reshape")
 
 
 def test_runtime_wrong_fixed_dim(runtime):
     with pytest.raises(InputError) as info:
         runtime.run({"x": np.zeros((1, 19), np.float32)})
-    has(str(info.value), "'x'", "(1, 20)", "(1, 19)", "axis 1")
+    has(str(info.value), "'x'", "shape 1×20", "got 1×19", "axis 1")
 
 
 def test_runtime_wrong_dtype(runtime):
@@ -543,7 +543,7 @@ def test_bench_batch_on_fixed_batch_model(files):
 
 
 @pytest.mark.parametrize("args, words", [
-    (("--budget-ms", "0"), ["--budget-ms", "positive"]),
+    (("--budget-ms", "0"), ["--budget-ms", "above 0"]),
     (("--runs", "0"), ["--runs"]),
     (("--percentile", "0"), ["--percentile"]),
 ])

@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 
 from edgeml.latency.html_report import render_html, write_html
-from edgeml.latency.runner import BenchResult, Method, bench
-from edgeml.latency.stats import conservative_percentile, summarize
+from edgeml.latency.runner import BenchResult, Method, analyse, bench
 
 
 def synthetic(samples_ms, budget_ms=None, percentile=99.0, name="model.onnx", notes=()) -> BenchResult:
-    """A BenchResult as bench() builds it, from given samples: deterministic plots, no timing noise."""
+    """A BenchResult as bench() builds it, from given samples (never descheduled: CPU = wall): deterministic
+    plots, no timing noise."""
     samples = [int(round(v * 1e6)) for v in samples_ms]
-    conservative = conservative_percentile(np.sort(np.asarray(samples)), percentile)
-    conservative["value_ms"] = float(conservative.pop("value")) / 1e6
     return BenchResult(artifact=f"build/{name}", backend="onnxruntime", device="cpu", batch=1, threads=None,
-                       load_ms=4.0, first_ms=1.5, warmup_runs=10, warmup_ms=200.0,
-                       stats=summarize(samples, 1, (percentile,)), percentile=percentile, budget_ms=budget_ms,
-                       conservative=conservative, environment={"cpu": "Test CPU", "cores": 2, "isa": ["avx2"]},
-                       notes=list(notes), samples_ns=samples)
+                       load_ms=4.0, first_ms=1.5, warmup_runs=10, warmup_ms=200.0, percentile=percentile,
+                       budget_ms=budget_ms, **analyse(samples, samples, 1, percentile, "own"),
+                       environment={"cpu": "Test CPU", "cores": 2, "isa": ["avx2"]}, notes=list(notes),
+                       samples_ns=samples, cpu_ns=samples)
 
 
 def lognormal_ms(n=3000, median=2.0, seed=0):
@@ -151,6 +149,7 @@ def test_without_budget_is_info_and_without_samples_has_no_plots():
 
 
 def test_real_bench_run_renders_and_writes(tmp_path):
+    """A real run, judged on structure only: where the budget lands depends on this machine's load."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -160,13 +159,15 @@ def test_real_bench_run_renders_and_writes(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [weight])
     model = tmp_path / "tiny.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
-    method = Method(warmup_ms=10, min_runs=700, min_seconds=0.05, max_seconds=5)
-    results = [bench(model, budget_ms=1000.0, method=method), bench(model, budget_ms=1e-6, method=method)]
+    method = Method(warmup_ms=10, min_runs=10, min_seconds=0.05, max_seconds=5)
+    results = [bench(model, method=method), bench(model, budget_ms=1e-6, method=method)]
     path = write_html(tmp_path / "report.html", results, title="tiny")
     page = path.read_text(encoding="utf-8")
-    assert Page(page).verdicts() == ["PASS", "FAIL", "PASS", "FAIL"]
+    assert Page(page).verdicts() == ["INFO", "FAIL", "INFO", "FAIL"]
     plots = svgs(page)
-    assert len(plots) == 4 and all(len(by_class(svg, "line", "budget")) == 1 for svg in plots)
-    assert texts(plots[0], "budget-label") == ["budget 1000 ms →"]  # far off: an arrow at the edge
-    assert [t.strip("← ") for t in texts(plots[2], "budget-label")] == ["budget 1e-06 ms"]
+    assert len(plots) == 4 and all(len(by_class(svg, "line", "gate")) == 1 for svg in plots)
+    assert [len(by_class(svg, "line", "budget")) for svg in plots] == [0, 0, 1, 1]
+    assert all(len(by_class(svg, "rect", "bar")) >= 1 for svg in plots[::2])
+    assert all(len(by_class(svg, "polyline", "cdf")) == 1 for svg in plots[1::2])
+    assert "own time per call" in "".join(plots[0].itertext())
     assert not list(tmp_path.glob(".*.tmp"))

@@ -66,6 +66,6 @@ def test_summary_in_milliseconds_with_throughput():
 
 def test_spec_syntax_round_trips():
     spec = parse_spec("ids:batchx128:int64")
-    assert spec == TensorSpec("ids", ("batch", 128), "int64") and str(spec) == "ids:batchx128:int64"
+    assert spec == TensorSpec("ids", ("batch", 128), "int64") and str(spec) == "ids:batch×128:int64" and parse_spec(str(spec)) == spec
     assert parse_spec("x:1x3x224x224").dtype == "float32"
     assert parse_spec("x:1,3:fp16").shape == (1, 3) and parse_spec("x:1,3:fp16").dtype == "float16"

@@ -1,8 +1,8 @@
 """INT8 quantization with onnxruntime.quantization: static Q/DQ from calibration data, or dynamic without.
 
 One pipeline serves every target: the Q/DQ ONNX it writes runs on ONNX Runtime's CPU EP as it is (and is
-checked there) and is what TensorRT 11 builds from (explicit quantization). The ``tensorrt`` flavour makes
-activations symmetric (zero points 0), as TensorRT wants.
+checked there) and is what TensorRT 11 builds from (explicit quantization). The types, symmetry and weight
+bits come from the INT8 target (``targets.py``), never from the machine that quantizes.
 
 Calibration is streamed: the source yields one sample at a time and ranges (or histograms) are
 accumulated chunk by chunk, so memory does not grow with the number of samples. Calibrating once gives
@@ -11,6 +11,7 @@ the ranges; quantizing again (to keep the layers that hurt accuracy most in FP32
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import InputError, require
+from ..errors import InputError, first_line, require
 from ..quiet import quiet
+from .targets import Target, exact_copy
 
 METHODS = ("minmax", "entropy", "percentile")
-FLAVOURS = ("cpu", "tensorrt")
 #: Samples run through the calibration model per pass: memory is bounded by this, not by the sample count.
 CHUNK = 16
 #: Ops the dynamic quantizer touches: MatMul/Gemm-heavy models (MLPs, transformers) gain; ConvInteger with
@@ -85,11 +86,17 @@ def peak_rss_mb(reset: bool = False) -> float:
 
 def preprocess(fp32: Path, out: Path) -> dict:
     """ONNX Runtime's recommended pre-processing (shape inference, graph optimization), then unique
-    node names, which layer exclusion needs. Falls back step by step and says what ran."""
+    node names, which layer exclusion needs. Falls back step by step and says what ran.
+
+    It runs inside ``out``'s folder: where symbolic shape inference gives up, onnxruntime saves
+    ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` into the current directory."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    fp32, out = Path(fp32).resolve(), Path(out).resolve()
     record = {"pre_process": "quant_pre_process"}
+    previous = os.getcwd()
+    os.chdir(out.parent)
     try:
         with quiet():
             quant_pre_process(str(fp32), str(out))
@@ -101,6 +108,8 @@ def preprocess(fp32: Path, out: Path) -> dict:
         except Exception:  # noqa: BLE001
             out.write_bytes(fp32.read_bytes())
             record["pre_process"] = "none (quant_pre_process failed on this graph)"
+    finally:
+        os.chdir(previous)
     model = onnx.load(str(out))
     seen = set()
     for i, node in enumerate(model.graph.node):
@@ -111,9 +120,11 @@ def preprocess(fp32: Path, out: Path) -> dict:
     return record
 
 
-def calibrate(model: Path, samples, method: str, flavour: str, workdir: Path,
+def calibrate(model: Path, samples, method: str, target: Target, workdir: Path,
               progress: Callable[[str], None]) -> Calibration:
-    """Run ``samples`` (a CalibrationSource) through the model in chunks and compute the tensor ranges."""
+    """Run ``samples`` (a CalibrationSource) through the model in chunks and compute the tensor ranges.
+
+    NaN or Inf in a sample is refused by name: onnxruntime would turn it into a NaN scale."""
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -124,8 +135,8 @@ def calibrate(model: Path, samples, method: str, flavour: str, workdir: Path,
     with quiet():
         calibrator = create_calibrator(model, _op_types(), augmented_model_path=str(workdir / "augmented.onnx"),
                                        calibrate_method=methods[method],
-                                       extra_options={"symmetric": flavour == "tensorrt"})
-    reader = _reader(iter(samples))
+                                       extra_options={"symmetric": target.symmetric_activations})
+    reader = _reader(finite_samples(samples, f"calibration data {samples.name}"))
     done = 0
     while done < total:
         count = min(CHUNK, total - done)
@@ -135,14 +146,46 @@ def calibrate(model: Path, samples, method: str, flavour: str, workdir: Path,
                 calibrator.collect_data(reader)
         except ValueError as exc:
             if "No data is collected" not in str(exc):
-                raise
+                raise _calibration_failed(method, samples, exc) from exc
             raise InputError(f"the calibration source ran dry after {done} of {total} samples: a function source "
                              "must return a fresh iterable on every call (a generator function, not a generator)") from exc
         done += count
         progress(f"calibrated on {done}/{total} samples")
-    with quiet():
-        ranges = calibrator.compute_data()
+    try:
+        with quiet():
+            ranges = calibrator.compute_data()
+    except ValueError as exc:
+        raise _calibration_failed(method, samples, exc) from exc
+    _check_ranges(ranges, samples)
     return Calibration(ranges, total, time.perf_counter() - start, peak_rss_mb())
+
+
+def check_finite(arrays: dict[str, np.ndarray], what: str) -> None:
+    """NaN or Inf in a float input, refused by name: onnxruntime would make a NaN scale of it, and NaN
+    outputs compare equal to nothing."""
+    bad = [name for name, value in arrays.items() if value.dtype.kind == "f" and not np.isfinite(value).all()]
+    if bad:
+        raise InputError(f"{what} holds NaN or Inf in input {', '.join(map(repr, bad))}; INT8 needs finite "
+                         "values: clean or drop those samples")
+
+
+def finite_samples(samples, what: str) -> Iterator[dict]:
+    for sample in samples:
+        check_finite(sample, what)
+        yield sample
+
+
+def _calibration_failed(method: str, samples, exc: Exception) -> InputError:
+    return InputError(f"{method} calibration on {samples.name} failed in onnxruntime ({first_line(exc)}); "
+                      "try --calib-method minmax, or check that the model computes finite values on this data")
+
+
+def _check_ranges(ranges, samples) -> None:
+    """Finite inputs can still give NaN/Inf activations (an overflow, log of a negative): name the tensor."""
+    for name, data in ranges.items():
+        if not np.isfinite(np.asarray(data.range_value, dtype=np.float64)).all():
+            raise InputError(f"the model computes NaN or Inf at tensor {name!r} on the calibration data "
+                             f"{samples.name}; INT8 needs finite activations: check the data and the model")
 
 
 def _op_types() -> list[str]:
@@ -151,47 +194,37 @@ def _op_types() -> list[str]:
     return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
-def static_settings(flavour: str) -> dict:
-    """Types per flavour. TensorRT: S8S8, symmetric activations. CPU: U8S8, the pair x86's integer dot
-    products (VNNI vpdpbusd, AVX2 vpmaddubsw) take natively: 3.1x faster than S8S8 on a ResNet-18 here,
-    where S8S8 was slower than FP32. Without VNNI, weights use 7 bits (reduce_range) against saturation."""
-    from ..environment import cpu_isa
-
-    if flavour == "tensorrt":
-        return {"activations": "int8 symmetric", "weights": "int8 symmetric per channel", "reduce_range": False}
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx"} & set(cpu_isa()))
-    return {"activations": "uint8 asymmetric", "weights": "int8 symmetric per channel", "reduce_range": not vnni}
-
-
-def quantize_static(model: Path, ranges, flavour: str, exclude: list[str], out: Path) -> None:
-    """Write a Q/DQ model with the flavour's types (``static_settings``): INT8 weights per channel."""
+def quantize_static(model: Path, ranges, target: Target, exclude: list[str], out: Path) -> None:
+    """Write a Q/DQ model with the target's recipe: INT8 weights per channel, the target's activations.
+    x86 takes uint8 activations (U8S8), the pair its integer dot products (VNNI vpdpbusd, AVX2 vpmaddubsw)
+    take natively: 3.1x faster than S8S8 on a ResNet-18 here, where S8S8 was slower than FP32."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    settings = static_settings(flavour)
-    activations = QuantType.QInt8 if flavour == "tensorrt" else QuantType.QUInt8
-    extra = {"ActivationSymmetric": flavour == "tensorrt", "WeightSymmetric": True}
+    activations = QuantType.QInt8 if target.activations == "int8" else QuantType.QUInt8
+    extra = {"ActivationSymmetric": target.symmetric_activations, "WeightSymmetric": True}
     with quiet():
-        quantizer = QDQQuantizer(load_model_with_shape_infer(model), True, settings["reduce_range"], QuantType.QInt8,
+        quantizer = QDQQuantizer(load_model_with_shape_infer(model), True, target.reduce_range, QuantType.QInt8,
                                  activations, ranges, [], list(exclude), _op_types(), extra)
         quantizer.quantize_model()
         quantizer.model.save_model_to_file(str(out))  # sorts the graph topologically, as onnx requires
 
 
-def quantize_dynamic(model: Path, out: Path) -> None:
+def quantize_dynamic(model: Path, target: Target, out: Path) -> None:
     """Weights INT8, activations quantized at run time: the usual choice for MLPs and transformers on CPUs."""
     from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
 
     with quiet():
         ort_quantize_dynamic(model, out, op_types_to_quantize=DYNAMIC_OPS, per_channel=False,
-                             weight_type=QuantType.QInt8)
+                             reduce_range=target.reduce_range, weight_type=QuantType.QInt8)
 
 
 def layer_sqnr(fp32: Path, int8: Path, samples: list[dict], workdir: Path) -> list[dict]:
     """Per-tensor SQNR (dB) between FP32 and Q/DQ activations, lowest (worst) first: onnxruntime's
     qdq_loss_debug on a few held-out samples. Each tensor comes with the nodes that produce and consume it:
-    keeping a tensor in FP32 means keeping its consumers (where its Q/DQ pair sits) in FP32 too."""
+    keeping a tensor in FP32 means keeping its consumers (where its Q/DQ pair sits) in FP32 too. The Q/DQ
+    model runs with exact integer products (``targets.exact_copy``), as the gate judges it."""
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                           create_activation_matching,
@@ -203,8 +236,10 @@ def layer_sqnr(fp32: Path, int8: Path, samples: list[dict], workdir: Path) -> li
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node.name)
+    exact = workdir / "sqnr_exact.onnx"
+    exact.write_bytes(exact_copy(int8))
     activations = {}
-    for label, path in (("float", fp32), ("qdq", int8)):
+    for label, path in (("float", fp32), ("qdq", exact)):
         augmented = workdir / f"sqnr_{label}.onnx"
         with quiet():
             modify_model_output_intermediate_tensors(str(path), str(augmented))
@@ -223,21 +258,25 @@ def layer_sqnr(fp32: Path, int8: Path, samples: list[dict], workdir: Path) -> li
 
 
 def read_labels(path: str | Path) -> np.ndarray:
-    """Integer class labels from a .npy, or a one-column .csv/.txt."""
-    path = Path(path)
-    if not path.is_file():
-        from ..errors import no_such_file
+    """Integer class labels from a .npy (never unpickled), or a one-column .csv/.txt."""
+    from ..readable import regular_file
+    from .sources import read_npy
 
-        raise no_such_file(path, "labels file")
+    path = regular_file(path, "--eval-labels file")
     if path.suffix.lower() == ".npy":
-        labels = np.load(path, allow_pickle=False)
+        labels = read_npy(path)
     else:
         pd = require("pandas", "sklearn")
-        labels = pd.read_csv(path, header=None).iloc[:, -1]
-        if labels.dtype == object:  # a header row
-            labels = pd.read_csv(path).iloc[:, -1]
+        try:
+            labels = pd.read_csv(path, header=None).iloc[:, -1]
+            if labels.dtype == object:  # a header row
+                labels = pd.read_csv(path).iloc[:, -1]
+        except (ValueError, OSError) as exc:  # empty, not a table, not text
+            raise InputError(f"--eval-labels {path} cannot be read as a table ({first_line(exc)}); give integer "
+                             "class labels in a one-column .csv or a .npy") from exc
         labels = labels.to_numpy()
     labels = np.asarray(labels).reshape(-1)
     if labels.dtype.kind not in "iu":
-        raise InputError(f"{path} holds {labels.dtype} values; --eval-labels takes integer class labels")
+        raise InputError(f"--eval-labels {path} holds {labels.dtype} values; give integer class labels "
+                         "(e.g. y.astype(int))")
     return labels

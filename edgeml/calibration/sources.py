@@ -9,13 +9,16 @@ disjoint held-out set for the accuracy gate.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
+import math
 import re
 import struct
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,12 +27,16 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BackendMissing, InputError, SpecError, first_line, no_such_file, require
-from ..runtimes.base import format_shape, to_numpy, text_values
+from ..readable import regular_file
+from ..runtimes.base import to_numpy, text_values
 from ..sources.base import cwd_importable
-from ..spec import TensorSpec
+from ..spec import TensorSpec, format_shape
 
 #: Rows read from a CSV at a time: the most of a CSV a source holds in memory.
 CSV_CHUNK_ROWS = 1024
+#: The most samples read from a user's function (it is called once just to count them): a generator that
+#: never ends fails with this limit named instead of hanging. Raise it here for larger sets.
+MAX_FUNCTION_SAMPLES = 100_000
 ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -209,6 +216,7 @@ def _open_path(path: Path, specs: list[TensorSpec], image: ImageOptions) -> Cali
         if arrays:
             return _ArrayFiles(arrays, specs, str(path), folder=True)
         raise InputError(f"calibration folder {path} holds no .npy/.npz arrays or PNG/JPEG images; put the samples there, or give a file")
+    path = regular_file(path, "calibration data")
     suffix = path.suffix.lower()
     if suffix in ARRAY_SUFFIXES:
         return _ArrayFiles([path], specs, str(path), folder=False)
@@ -319,12 +327,12 @@ def _array_shapes(path: Path, specs: list[TensorSpec]) -> dict[str, tuple]:
     if path.suffix.lower() == ".npy":
         _one_input(path, specs)
         with open(path, "rb") as f:
-            return {specs[0].name: _npy_header(f, path)[0]}
+            return {specs[0].name: _npy_header(f, path, path.stat().st_size)[0]}
     with _zip(path) as archive:
         shapes = {}
         for name, info in _npz_members(archive, specs, path).items():
             with archive.open(info) as member:
-                shapes[name] = _npy_header(member, f"{path}:{info.filename}")[0]
+                shapes[name] = _npy_header(member, f"{path}:{info.filename}", info.file_size)[0]
         return shapes
 
 
@@ -365,7 +373,7 @@ def _read_arrays(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     """Each input's array in ``path``, read row by row on demand, except compressed .npz members."""
     if path.suffix.lower() == ".npy":
         with open(path, "rb") as f:
-            shape, fortran, dtype = _npy_header(f, path)
+            shape, fortran, dtype = _npy_header(f, path, path.stat().st_size)
             offset = f.tell()
         return {specs[0].name: _stored(path, offset, shape, fortran, dtype)}
     with _zip(path) as archive:
@@ -396,37 +404,67 @@ def _compressed(path: Path) -> bool:
         return any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist())
 
 
-def _zip(path: Path) -> zipfile.ZipFile:
+@contextlib.contextmanager
+def _zip(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The .npz archive at ``path``; a damaged archive or member, found while reading it, fails with its name."""
     try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            yield archive
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise InputError(f"{path} is not a valid .npz archive ({first_line(exc)}); write it with np.savez") from exc
 
 
-def _npy_header(fp, path) -> tuple[tuple, bool, np.dtype]:
-    """Shape, Fortran order and dtype from a .npy header, without reading the data."""
+def _npy_header(fp, path, size: int) -> tuple[tuple, bool, np.dtype]:
+    """Shape, Fortran order and dtype from the header of a .npy stream of ``size`` bytes, without reading
+    the data; a header that claims more data than the stream holds (truncated or forged) is refused."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(fp)
         # Version 3.0 differs from 2.0 only by allowing UTF-8 in field names of structured dtypes.
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran, dtype = read(fp)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:
         raise InputError(f"{path} is not a valid .npy array ({first_line(exc)}); write it with np.save or np.savez") from exc
     if dtype.hasobject:
         raise InputError(f"{path} holds Python objects, which only pickle can read; save text as a string array (np.array(values, dtype=str))")
+    claimed, held = math.prod(shape) * dtype.itemsize, size - fp.tell()
+    if min(shape, default=0) < 0 or claimed > held:
+        raise InputError(f"{path} is truncated or damaged: its header claims a {format_shape(shape)} {dtype} array "
+                         f"({claimed} bytes) but {held} bytes follow it; write it again with np.save or np.savez")
     return shape, fortran, dtype
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A whole .npy file, its header checked first: never a pickle, never more than the file holds."""
+    path = regular_file(path)
+    with open(path, "rb") as f:
+        _npy_header(f, path, path.stat().st_size)
+        f.seek(0)
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(f"{path} is not a valid .npy array ({first_line(exc)}); write it with np.save") from exc
 
 
 def _member_array(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     """An .npz member, read in place row by row when stored uncompressed (np.savez), else read whole."""
-    if info.compress_type != zipfile.ZIP_STORED:
-        with archive.open(info) as member:
-            return np.lib.format.read_array(member, allow_pickle=False)
+    where = f"{path}:{info.filename}"
     with archive.open(info) as member:
-        shape, fortran, dtype = _npy_header(member, f"{path}:{info.filename}")
+        shape, fortran, dtype = _npy_header(member, where, info.file_size)
         header_size = member.tell()
-    return _stored(path, _member_offset(path, info) + header_size, shape, fortran, dtype)
+    if info.compress_type != zipfile.ZIP_STORED:
+        try:
+            with archive.open(info) as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+        except ValueError as exc:  # fewer bytes than the header claims
+            raise InputError(f"{where} is truncated or damaged ({first_line(exc)}); write it again with np.savez") from exc
+        except MemoryError as exc:
+            raise InputError(f"{where} is too large to decompress into memory ({first_line(exc)}); save it uncompressed "
+                             "with np.savez, which edgeml streams from disk") from exc
+    start = _member_offset(path, info) + header_size
+    if start + math.prod(shape) * dtype.itemsize > path.stat().st_size:
+        raise InputError(f"{where} is truncated: its data runs past the end of {path}; write it again with np.savez")
+    return _stored(path, start, shape, fortran, dtype)
 
 
 def _member_offset(path: Path, info: zipfile.ZipInfo) -> int:
@@ -434,7 +472,7 @@ def _member_offset(path: Path, info: zipfile.ZipInfo) -> int:
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)
-    if local[:4] != b"PK\x03\x04":
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
         raise InputError(f"{path} is a damaged .npz archive (member {info.filename}); write it again with np.savez")
     name_size, extra_size = struct.unpack("<HH", local[26:30])
     return info.header_offset + 30 + name_size + extra_size
@@ -602,12 +640,20 @@ class _FunctionSource(_StreamedSource):
         self._counted(count, f"{name} ({count} samples; the function is called again for every pass)")
 
     def _stream(self):
+        count = 0
         for k, item in enumerate(self._items()):
             where = f"{self.name} item {k}"
             if not isinstance(item, Mapping):
                 raise InputError(f"{where} is a {type(item).__name__}, not a dict; yield {{input name: array}} dicts, e.g. {{{self.specs[0].name!r}: batch}}")
             arrays = {s.name: to_numpy(item[s.name], s.name) for s in self.specs if s.name in item}
             n = _batch_len({name: a.shape for name, a in arrays.items()}, self.specs, where)
+            count += max(n, 1)  # an empty batch counts too, so that endless empty items end
+            if count > MAX_FUNCTION_SAMPLES:
+                raise InputError(
+                    f"calibration function {self.name} gives more than {MAX_FUNCTION_SAMPLES} samples (does it ever end?); "
+                    "edgeml reads at most edgeml.calibration.sources.MAX_FUNCTION_SAMPLES from a function: return fewer "
+                    "(e.g. itertools.islice(items, 1000)) or raise that limit"
+                )
             for j in range(n):
                 yield _label(where, j, n), _take(arrays, self.specs, j)
 
@@ -643,8 +689,8 @@ def _load_function(reference: str) -> Callable:
     target = match["target"] if match else ""
     if not (target.endswith(".py") or _MODULE.fullmatch(target)):
         raise InputError(f"calibration data {reference!r} is neither an existing file or folder nor a function written as file.py:function or module:function; check the path")
-    if target.endswith(".py") and not Path(target).is_file():
-        raise no_such_file(target, "calibration script")
+    if target.endswith(".py"):
+        regular_file(target, "calibration script")
     try:
         with cwd_importable():
             module = _import_file(Path(target)) if target.endswith(".py") else importlib.import_module(target)

@@ -2,8 +2,9 @@
 
 The page holds the summary table, the notes, the environment fingerprint and, per result, a latency
 histogram and an empirical CDF drawn as inline SVG by this module (numpy only: no plotting library, no
-script, no external font or style sheet, no URL at all). Both plots show the budget line and the value
-the gate judged, so a failed gate can be read off the picture.
+script, no external font or style sheet, no URL at all). Both plots show the samples the gate judged
+(each call's own time unless the run judged wall time), the budget line and the gated value, so a
+failed gate can be read off the picture.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .stats import percentile_key
+from .stats import BLOCKS, DESCHEDULED, percentile_key
 
 #: Plot size in SVG user units; the page shows two plots side by side at 1200 px.
 WIDTH, HEIGHT = 560, 320
@@ -101,23 +102,26 @@ def _ms(value) -> str:
 
 
 def _summary_table(results) -> str:
-    head = ["name", "backend / device", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "mean ms", "CoV",
-            "samples /s", "gated ms", "budget ms", "verdict"]
+    head = ["name", "backend / device", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "mean ms", "spread",
+            "descheduled", "samples /s", "gated ms", "budget ms", "verdict"]
     rows = []
     for i, r in enumerate(results):
         s, word, key = r.stats, verdict_word(r), percentile_key(r.percentile)
         cells = [f'<td class="l name"><a href="#r{i}">{escape(r.name)}</a></td>',
                  f'<td class="l">{escape(f"{r.backend} / {r.device}")}</td>', f"<td>{s['count']:,}</td>",
                  *(f"<td>{_ms(s.get(k))}</td>" for k in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "mean_ms")),
-                 f"<td>{s['cov']:.1%}</td>", f"<td>{s['throughput_per_s']:,.0f}</td>",
+                 f"<td>{s['spread']:.1%}</td>", f"<td>{r.descheduled['share']:.1%}</td>",
+                 f"<td>{s['throughput_per_s']:,.0f}</td>",
                  f"<td>{escape(key)} {_ms(r.gated_ms)}</td>",
                  f"<td>{'–' if r.budget_ms is None else escape(f'{r.budget_ms:g}')}</td>",
                  f'<td><span class="v {word}">{word}</span></td>']
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = "".join(f'<th class="l">{h}</th>' if h in ("name", "backend / device") else f"<th>{h}</th>" for h in head)
     return (f"<h2>Summary</h2><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            '<p class="muted">gated: the conservative estimate of the gated percentile (99% upper bound) that the '
-            "budget is judged against.</p>")
+            '<p class="muted">Times are each call\'s own time (wall time less the time its thread was descheduled) '
+            "unless the run judged wall time. spread: the interquartile range over the median. descheduled: the "
+            f"calls that lost over {DESCHEDULED:.0%} of their time to other work. gated: the median of {BLOCKS} "
+            "blocks' upper bounds on the percentile (a 99% upper bound), judged against the budget.</p>")
 
 
 def _notes(results) -> str:
@@ -153,7 +157,7 @@ def _result_section(index: int, r) -> str:
     word = verdict_word(r)
     facts = (f"artifact {r.artifact} · load {_ms(r.load_ms)} ms · first inference {_ms(r.first_ms)} ms · "
              f"min {_ms(r.stats['min_ms'])} ms · max {_ms(r.stats['max_ms'])} ms")
-    samples = np.asarray(r.samples_ns, dtype=np.float64) / 1e6
+    samples = np.asarray(r.gated_samples_ns if len(r.samples_ns) else [], dtype=np.float64) / 1e6
     plots = (f'<div class="plots">{histogram_svg(r, samples)}{cdf_svg(r, samples)}</div>' if len(samples) else
              '<p class="muted">No raw samples in this result (save them with --save-samples): no plots.</p>')
     return (f'<section class="r" id="r{index}"><h3><span class="v {word}">{word}</span> {escape(r.name)}</h3>'
@@ -290,6 +294,10 @@ def _markers(r, x: _Axis, y: _Axis) -> list[str]:
     return out
 
 
+def _xlabel(r, log: bool) -> str:
+    return f"{r.clock} time per call (ms{', log scale' if log else ''})"
+
+
 def _bin_edges(values: np.ndarray, log: bool) -> np.ndarray:
     """Freedman-Diaconis bins (10 to 90 of them), equal in width on the axis's own scale."""
     t = np.log10(values) if log else values
@@ -317,7 +325,7 @@ def histogram_svg(r, samples: np.ndarray) -> str:
     counts, edges = np.histogram(shown, bins=_bin_edges(shown, log))
     y = _Axis(0, float(counts.max()) * 1.2, bottom, top)
     yticks = [t for t in y.ticks(5) if t == int(t)]
-    out = _frame(x, y, "Latency histogram", f"latency per call (ms{', log scale' if log else ''})", "calls", yticks,
+    out = _frame(x, y, "Latency histogram", _xlabel(r, log), "calls", yticks,
                  [_count(t) for t in yticks])
     for c, a, b in zip(counts, edges[:-1], edges[1:]):
         if c:
@@ -358,7 +366,7 @@ def cdf_svg(r, samples: np.ndarray) -> str:
     y_top = float(_nines(1 - 0.5 / n))  # the last sample's plotting position (Hazen: (i - 0.5) / n)
     y = _Axis(0.0, y_top * 1.02, bottom, top)
     ticks = [t for t in _CDF_TICKS if _nines(t) <= y_top * 1.02]
-    out = _frame(x, y, "Empirical CDF", f"latency per call (ms{', log scale' if log else ''})", "calls at or below",
+    out = _frame(x, y, "Empirical CDF", _xlabel(r, log), "calls at or below",
                  [float(_nines(t)) for t in ticks], [f"{t * 100:g}%" for t in ticks])
     # one point per sample at its Hazen position (i - 0.5) / n, which stays finite on this scale; long runs
     # keep 1500 evenly spaced samples and all of the slowest 300, where the gate looks

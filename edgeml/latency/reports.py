@@ -13,9 +13,10 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..files import write_bytes_atomic
 from .runner import BenchResult
-from .stats import percentile_key
+from .stats import BLOCKS, percentile_key
 
-SCHEMA = 1
+#: 2: own time, blocks and CPU times (``gate``, ``wall_stats``, ``descheduled``, ``cpu_ns``).
+SCHEMA = 2
 
 
 def overall(results: list[BenchResult]) -> bool | None:
@@ -33,13 +34,13 @@ def document(results: list[BenchResult], samples: bool = False) -> dict:
 def junit_xml(results: list[BenchResult]) -> str:
     """One testcase per artifact x batch x threads; a failed gate is a <failure> with the numbers."""
     failures = sum(r.passed is False for r in results)
-    total_s = sum(r.stats["mean_ms"] * r.stats["count"] for r in results) / 1e3
+    total_s = sum(r.wall_stats["mean_ms"] * r.wall_stats["count"] for r in results) / 1e3
     lines = ['<?xml version="1.0" encoding="UTF-8"?>',
              f'<testsuites name="edgeml bench" tests="{len(results)}" failures="{failures}">',
              f'  <testsuite name="edgeml bench" tests="{len(results)}" failures="{failures}" errors="0" '
              f'time="{total_s:.3f}">']
     for r in results:
-        seconds = r.stats["mean_ms"] * r.stats["count"] / 1e3
+        seconds = r.wall_stats["mean_ms"] * r.wall_stats["count"] / 1e3
         lines.append(f'    <testcase classname="edgeml.bench.{escape(Path(r.artifact).stem)}" '
                      f'name={quoteattr(r.name)} time="{seconds:.3f}">')
         text = escape(details(r))
@@ -52,10 +53,13 @@ def junit_xml(results: list[BenchResult]) -> str:
 
 
 def details(r: BenchResult) -> str:
-    s = r.stats
+    s, d = r.stats, r.descheduled
     rows = [r.verdict(),
-            f"p50 {s['p50_ms']:.4f} ms, p90 {s['p90_ms']:.4f} ms, p99 {s['p99_ms']:.4f} ms, p99.9 {s['p99.9_ms']:.4f} ms, "
-            f"mean {s['mean_ms']:.4f} ms, CoV {s['cov']:.1%}, {s['count']} runs, {s['throughput_per_s']:.1f}/s",
+            f"{r.clock} time: p50 {s['p50_ms']:.4f} ms, p90 {s['p90_ms']:.4f} ms, p99 {s['p99_ms']:.4f} ms, "
+            f"p99.9 {s['p99.9_ms']:.4f} ms, mean {s['mean_ms']:.4f} ms, spread (IQR/p50) {s['spread']:.1%}, "
+            f"{s['count']} runs, {s['throughput_per_s']:.1f}/s",
+            f"descheduled: {d['calls']} calls ({d['share']:.1%}), {d['lost_ms']:.1f} ms; block bounds "
+            + ", ".join(f"{v:.4f}" for v in r.gate["block_values_ms"]) + " ms",
             f"load {r.load_ms:.1f} ms, first inference {r.first_ms:.2f} ms",
             *r.notes]
     return "\n".join(rows)
@@ -64,18 +68,20 @@ def details(r: BenchResult) -> str:
 def markdown(results: list[BenchResult]) -> str:
     verdict = {True: "✅ pass", False: "❌ FAIL", None: "ℹ️ info"}
     lines = ["### edgeml bench", "",
-             "| artifact | batch | threads | p50 ms | p99 ms | gated ms | budget ms | runs | verdict |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| artifact | batch | threads | p50 ms | p99 ms | descheduled | gated ms | budget ms | runs | verdict |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         s = r.stats
         budget = f"{r.budget_ms:g}" if r.budget_ms is not None else "-"
         lines.append(f"| `{Path(r.artifact).name}` | {r.batch} | {r.threads or 'default'} | {s['p50_ms']:.3f} | "
-                     f"{s['p99_ms']:.3f} | {r.gated_ms:.3f} ({percentile_key(r.percentile)}) | {budget} | {s['count']} | "
-                     f"{verdict[r.passed]} |")
+                     f"{s['p99_ms']:.3f} | {r.descheduled['share']:.1%} | {r.gated_ms:.3f} ({percentile_key(r.percentile)}) "
+                     f"| {budget} | {s['count']} | {verdict[r.passed]} |")
     extra = [f"- {r.name}: {r.comparison['summary']}" for r in results if r.comparison]
     extra += [f"- {r.name}: {note}" for r in results for note in r.notes]
     env = results[0].environment if results else {}
-    lines += ["", *extra, "" if extra else "",
+    clocks = sorted({r.clock for r in results})
+    lines += ["", f"<sub>times: {' and '.join(clocks)} time per call (own: wall time less time descheduled); gated: "
+              f"the median of {BLOCKS} blocks' upper bounds on the percentile</sub>", "", *extra, "" if extra else "",
               f"<sub>{env.get('cpu')}, {env.get('cores')} cores, ISA {', '.join(env.get('isa', [])) or '-'}, "
               f"{env.get('system')}, edgeml {env.get('edgeml')}</sub>", ""]
     return "\n".join(lines)
@@ -113,9 +119,14 @@ def write_reports(results: list[BenchResult], *, json_path=None, junit_path=None
 
 
 def check_writable(*paths) -> None:
-    """Fail before measuring, not after, when a report cannot be written where asked."""
+    """Fail before measuring, not after, when a report cannot be written where asked: a missing folder, or a
+    path that is a folder, a device or a FIFO (only regular files are replaced)."""
     from ..errors import InputError
+    from ..files import check_target
 
     for path in paths:
-        if path and not Path(path).resolve().parent.is_dir():
-            raise InputError(f"cannot write the report {path}: its folder {Path(path).resolve().parent} does not exist")
+        if path:
+            check_target(path)
+            folder = Path(path).resolve().parent
+            if not folder.is_dir():
+                raise InputError(f"cannot write the report {path}: its folder {folder} does not exist")

@@ -2,14 +2,22 @@
 
 Method (after trtexec and MLPerf LoadGen): load time and first inference are reported apart; warm-up
 lasts until both a time and a count are reached; measurement runs until both a minimum count and a
-minimum duration are reached, longer when the gated percentile needs more samples for its
-conservative estimate, never past a cap. Each call is timed alone with ``time.perf_counter_ns``
-(CUDA runtimes synchronize inside ``run``). Inputs cycle through several batches so caches do not flatter.
+minimum duration are reached, longer when the gate needs more samples (5 blocks, each with a bound that
+is not its slowest call), never past a cap. Each call is timed alone on the wall clock
+(``perf_counter_ns``; CUDA runtimes synchronize inside ``run``) and on the calling thread's CPU clock
+(``thread_time_ns``), so that time the scheduler gave to other work is reported apart from the model's
+own time (``stats.own_times``). Inputs cycle through several batches so caches do not flatter. Every
+option, and every point of a sweep, is checked before anything is measured.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import itertools
+import math
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,17 +28,45 @@ import numpy as np
 
 from ..data import random_feeds, read_feeds
 from ..errors import InputError
-from .stats import conservative_percentile, min_samples, percentile_key, summarize
+from .stats import (BLOCK_CONFIDENCE, BLOCKS, block_gate, block_samples, descheduled, gate_samples, own_times,
+                    percentile_key, summarize)
 
 #: Distinct input batches cycled through during a run.
 INPUT_BATCHES = 8
-#: Coefficient of variation above which a run is flagged as noisy.
-NOISY_COV = 0.05
+#: A run is flagged as noisy when the interquartile range of its calls exceeds this share of their median,
+#: or when its blocks' bounds differ by more than ``BLOCKS_DISAGREE``, or when more than ``DESCHEDULED_SHARE``
+#: of its calls were descheduled.
+NOISY_SPREAD = 0.10
+BLOCKS_DISAGREE = 0.25
+DESCHEDULED_SHARE = 0.05
+#: The stop rule is checked between chunks of calls that last about this long, not after every call.
+CHUNK_NS = 20_000_000
+#: Bounds that keep a run finite and its samples in memory.
+LIMIT_SECONDS = 3600
+LIMIT_RUNS = 10_000_000
+CLOCKS = ("own", "wall")
+
+
+def check_number(value, flag: str, low: float, high: float, *, whole: bool = False, above: bool = False) -> None:
+    """Refuse what is not a number (NaN, infinities, booleans, text) or lies outside [low, high] ((low, high]
+    with ``above``), naming the option and the range."""
+    kind = numbers.Integral if whole else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) \
+        and (isinstance(value, numbers.Integral) or math.isfinite(value)) \
+        and (value > low if above else value >= low) and value <= high
+    if not ok:
+        bounds = f"above {low:,g}" if above else f"at least {low:,g}"
+        if math.isfinite(high):
+            bounds += f" and at most {high:,g}"
+        raise InputError(f"{flag} must be {'a whole number' if whole else 'a finite number'} {bounds}, got {value!r}")
 
 
 @dataclass
 class Method:
-    """How long to warm up and to measure; the defaults follow trtexec."""
+    """How long to warm up and to measure, and which clock the gate judges; the defaults follow trtexec.
+
+    ``clock``: "own" (wall time less the time the calling thread was descheduled) or "wall".
+    """
 
     warmup_ms: float = 200.0
     warmup_runs: int = 10
@@ -38,12 +74,20 @@ class Method:
     min_seconds: float = 3.0
     max_seconds: float = 60.0
     max_runs: int = 2_000_000
+    clock: str = "own"
 
     def validate(self) -> "Method":
-        if self.min_runs < 1 or self.warmup_runs < 0 or self.warmup_ms < 0 or self.min_seconds < 0:
-            raise InputError("--runs must be at least 1; --warmup, --warmup-ms and --min-seconds at least 0")
-        if self.max_seconds < self.min_seconds or self.max_runs < self.min_runs:
-            raise InputError("the cap (--max-seconds) must not be below the minimum (--min-seconds)")
+        check_number(self.max_runs, "max_runs", 1, LIMIT_RUNS, whole=True)
+        check_number(self.warmup_ms, "--warmup-ms", 0, LIMIT_SECONDS * 1e3)
+        check_number(self.warmup_runs, "--warmup", 0, self.max_runs, whole=True)
+        check_number(self.min_runs, "--runs", 1, self.max_runs, whole=True)
+        check_number(self.max_seconds, "--max-seconds", 0, LIMIT_SECONDS, above=True)
+        check_number(self.min_seconds, "--min-seconds", 0, LIMIT_SECONDS)
+        if self.min_seconds > self.max_seconds:
+            raise InputError(f"--min-seconds {self.min_seconds:g} is above the cap, --max-seconds {self.max_seconds:g}; "
+                             "raise the cap or lower the minimum")
+        if self.clock not in CLOCKS:
+            raise InputError(f"--clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         return self
 
 
@@ -58,14 +102,18 @@ class BenchResult:
     first_ms: float
     warmup_runs: int
     warmup_ms: float
-    stats: dict
     percentile: float
     budget_ms: float | None
-    conservative: dict
+    clock: str
+    stats: dict
+    wall_stats: dict
+    gate: dict
+    descheduled: dict
     environment: dict
     notes: list[str] = field(default_factory=list)
     comparison: dict | None = None
     samples_ns: list[int] = field(repr=False, default_factory=list)
+    cpu_ns: list[int] = field(repr=False, default_factory=list)
 
     @property
     def name(self) -> str:
@@ -73,8 +121,13 @@ class BenchResult:
 
     @property
     def gated_ms(self) -> float:
-        """What the budget gate judges: the conservative estimate of the chosen percentile."""
-        return self.conservative["value_ms"]
+        """What the budget gate judges: the median of the blocks' upper bounds on the percentile."""
+        return self.gate["value_ms"]
+
+    @property
+    def gated_samples_ns(self) -> np.ndarray:
+        """The samples the gate judged: own times, or wall times (``clock``)."""
+        return own_times(self.samples_ns, self.cpu_ns) if self.clock == "own" else np.asarray(self.samples_ns)
 
     @property
     def within_budget(self) -> bool | None:
@@ -93,13 +146,27 @@ class BenchResult:
         return all(gates) if gates else None
 
     def verdict(self) -> str:
-        key = percentile_key(self.percentile)
-        c = self.conservative
-        how = (f"conservative {key} {self.gated_ms:.3f} ms (99% upper bound, {c['discarded']} slowest dropped; "
-               f"measured {key} {self.stats[f'{key}_ms']:.3f} ms)") if c["enough"] else \
-              (f"max {self.gated_ms:.3f} ms (too few samples for a conservative {key}: {self.stats['count']} < {c['min_samples']})")
-        parts = [how if self.budget_ms is None else
-                 f"{how} {'within' if self.within_budget else 'OVER'} budget {self.budget_ms:g} ms"]
+        """One line: the gated value against the budget, what it is, and the facts behind it."""
+        key, g, s = percentile_key(self.percentile), self.gate, self.stats
+        head = f"conservative {key} {self.gated_ms:.3f} ms"
+        if self.budget_ms is not None:
+            head += f" {'within' if self.within_budget else 'OVER'} budget {self.budget_ms:g} ms"
+        of = "own time" if self.clock == "own" else "wall time"
+        calls = g["block_calls"][g["chosen_block"]]
+        if g["blocks"] == 1 and self.percentile >= 100:
+            how = f"the slowest call's {of}: p100 has nothing to bound"
+        elif not g["enough"]:
+            how = (f"median of {g['blocks']} blocks' slowest calls of {of}, {calls} calls each: too few for a bound on "
+                   f"{key}, which needs {g['min_samples']} per block")
+        else:
+            rank = "slowest" if g["discarded"] == 0 else f"{_ordinal(g['discarded'] + 1)} slowest"
+            how = (f"median of {g['blocks']} blocks' {BLOCK_CONFIDENCE:.0%} bounds on the {key} of {of}, each its "
+                   f"block's {rank} of {calls} calls: a {g['confidence']:.0%} upper bound")
+        low, high = min(g["block_values_ms"]), max(g["block_values_ms"])
+        facts = f"block bounds {low:.3f}-{high:.3f} ms; all calls: {key} {s[f'{key}_ms']:.3f} ms {self.clock}"
+        if self.clock == "own":
+            facts += f", {self.wall_stats[f'{key}_ms']:.3f} ms wall, {self.descheduled['share']:.1%} descheduled"
+        parts = [f"{head} ({how}; {facts})"]
         if self.comparison:
             parts.append(self.comparison["summary"])
         return "; ".join(parts)
@@ -108,93 +175,219 @@ class BenchResult:
         data = asdict(self)
         if not samples:
             data.pop("samples_ns")
+            data.pop("cpu_ns")
         data.update(name=self.name, gated_ms=self.gated_ms, within_budget=self.within_budget,
                     regressed=self.regressed, passed=self.passed)
         return data
 
 
-def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percentile: float = 99, batch: int = 1,
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def analyse(wall_ns, cpu_ns, batch: int, percentile: float, clock: str) -> dict:
+    """Statistics of the gated samples (own or wall time) and of wall time, the gate, and the descheduled
+    calls (counted whichever clock the gate judges)."""
+    wall = np.asarray(wall_ns, dtype=np.int64)
+    own = own_times(wall, cpu_ns)
+    gated = own if clock == "own" else wall
+    gate = block_gate(gated, percentile)
+    gate["value_ms"] = gate.pop("value") / 1e6
+    gate["block_values_ms"] = [v / 1e6 for v in gate.pop("block_values")]
+    lost = descheduled(wall, own)
+    return {"clock": clock, "stats": summarize(gated, batch, (percentile,)),
+            "wall_stats": summarize(wall, batch, (percentile,)), "gate": gate,
+            "descheduled": {"calls": int(lost.sum()), "share": float(lost.mean()),
+                            "lost_ms": float((wall - own).sum()) / 1e6}}
+
+
+def noise_notes(analysis: dict, threads: int | None) -> list[str]:
+    """Why a run's numbers may be the machine's rather than the model's, each with what to do."""
+    s, g, d = analysis["stats"], analysis["gate"], analysis["descheduled"]
+    notes = []
+    if s["spread"] > NOISY_SPREAD:
+        notes.append(f"noisy run: the middle half of the calls spans {s['spread']:.0%} of their median (IQR/p50 > "
+                     f"{NOISY_SPREAD:.0%}): other load on this machine? a longer --min-seconds gives each block more calls")
+    low, high = min(g["block_values_ms"]), max(g["block_values_ms"])
+    if low > 0 and high / low - 1 > BLOCKS_DISAGREE:
+        notes.append(f"the load changed during the run: the {g['blocks']} blocks' bounds range {low:.3f}-{high:.3f} ms; "
+                     "the gate took their median")
+    if d["share"] > DESCHEDULED_SHARE:
+        billed = "not billed to the model" if analysis["clock"] == "own" else "billed to the model (--clock wall)"
+        hint = "" if threads == 1 else (
+            "; a worker thread's descheduling still counts as the model's time: on a shared runner pin --threads 1")
+        notes.append(f"descheduled in {d['share']:.0%} of calls: {d['lost_ms']:.1f} ms of other work on this machine, "
+                     f"{billed}{hint}")
+    return notes
+
+
+#: The options ``check_options`` judges, besides the batch size.
+_CHECKED = ("budget_ms", "percentile", "seed", "method", "baseline", "max_regression", "against")
+
+
+def check_options(*, budget_ms=None, percentile=90, batch=1, seed=0, method=None, baseline=None, max_regression=0.10,
+                  against=None) -> Method:
+    """Every value bench takes, checked before anything is loaded or measured; returns the Method."""
+    method = (method or Method()).validate()
+    check_number(batch, "--batch", 1, math.inf, whole=True)
+    if budget_ms is not None:
+        check_number(budget_ms, "--budget-ms", 0, math.inf, above=True)
+    check_number(percentile, "--percentile", 1e-6, 100)
+    check_number(seed, "--seed", 0, math.inf, whole=True)
+    check_number(max_regression, "--max-regression", 0, math.inf)
+    if baseline is not None and against is not None:
+        raise InputError("give --baseline or --against, not both: run them as two benches")
+    return method
+
+
+def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percentile: float = 90, batch: int = 1,
           threads: int | None = None, device: str = "cpu", data=None, seed: int = 0, method: Method | None = None,
           baseline: str | os.PathLike | dict | None = None, max_regression: float = 0.10,
           against: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
           **load_options) -> BenchResult:
     """Measure ``artifact``'s latency per call of its Runtime (what an app sees) and judge the gates.
 
-    ``baseline``: a JSON written by ``--json --save-samples`` (or its dict); the run regresses when it is
-    slower by more than ``max_regression`` (0.10 = 10%) *and* significantly so (one-sided Mann-Whitney U,
-    p < 0.01). ``against``: another artifact, run interleaved in the same process, reported as a ratio.
+    The budget gate judges the median of 5 blocks' upper bounds on ``percentile`` (default p90, MLPerf
+    single-stream's) of the calls' own time (``method.clock``). ``baseline``: a JSON written by
+    ``--json --save-samples`` (or its dict); the run regresses when it is slower by more than
+    ``max_regression`` (0.10 = 10%) *and* significantly so (one-sided Mann-Whitney U, p < 0.01).
+    ``against``: another artifact, run interleaved in the same process, reported as a ratio.
     """
     from ..environment import differences, fingerprint
     from ..runtimes import load
     from .compare import judge_baseline, load_baseline, run_against
 
-    method = (method or Method()).validate()
-    if batch < 1:
-        raise InputError(f"--batch must be at least 1, got {batch}")
-    if budget_ms is not None and budget_ms <= 0:
-        raise InputError(f"--budget-ms must be positive, got {budget_ms}")
-    if not 0 < percentile <= 100:
-        raise InputError(f"--percentile must be in (0, 100], got {percentile}")
-    if max_regression < 0:
-        raise InputError(f"--max-regression must be >= 0, got {max_regression}")
-    if baseline is not None and against is not None:
-        raise InputError("give --baseline or --against, not both: run them as two benches")
+    method = check_options(budget_ms=budget_ms, percentile=percentile, batch=batch, seed=seed, method=method,
+                           baseline=baseline, max_regression=max_regression, against=against)
     say = progress or (lambda message: None)
     base = load_baseline(baseline, artifact, batch, threads) if baseline is not None else None
 
     start = time.perf_counter_ns()
     runtime = load(artifact, device=device, threads=threads, **load_options)
     load_ns = time.perf_counter_ns() - start
-    notes: list[str] = []
-    with runtime:
+    clock, notes = gate_clock(method.clock, device)
+    with runtime, contextlib.ExitStack() as stack:
         batches = bench_inputs(runtime, batch, data, seed)
+        if against is not None:
+            other = stack.enter_context(load(against, device=device, threads=threads, **load_options))
+            other_call = cycle_calls(other.run, bench_inputs(other, batch, data, seed))
+            differ = input_differences(runtime.inputs, other.inputs)
+            if differ:
+                notes.append(f"{Path(artifact).name} and {Path(against).name} take different inputs ({differ}): the "
+                             "ratio compares different work")
+                say(f"warning: {notes[-1]}")
         start = time.perf_counter_ns()
         runtime.run(batches[0])
         first_ns = time.perf_counter_ns() - start
         say(f"loaded in {load_ns / 1e6:.1f} ms, first inference {first_ns / 1e6:.2f} ms")
         call = cycle_calls(runtime.run, batches)
         warm_runs, warm_ns = warm_up(call, method)
-        needed = max(method.min_runs, min_samples(percentile) or 0)
+        per_call_ns = warm_ns / max(warm_runs, 1)
+        needed = max(method.min_runs, gate_samples(percentile))
         if against is not None:
-            samples, comparison = run_against(call, artifact, against, warm_ns / max(warm_runs, 1), batch, data, seed,
-                                              method, needed, device, threads, load_options, say)
+            wall, cpu, comparison = run_against(call, other_call, artifact, against, per_call_ns, method, needed, batch,
+                                                say)
         else:
             say(f"warmed up ({warm_runs} runs, {warm_ns / 1e6:.0f} ms); measuring for >= {method.min_seconds:g} s "
                 f"and >= {needed} runs")
-            samples, extended = time_calls(call, method, needed)
+            wall, cpu, extended = time_calls(call, method, needed, per_call_ns)
             comparison = None
-            if extended:
-                notes.append(f"ran past the minimum to reach {needed} samples, the fewest for a conservative "
-                             f"{percentile_key(percentile)}")
-    stats = summarize(samples, batch, extra_percentiles=(percentile,))
-    ordered = np.sort(np.asarray(samples))
-    conservative = conservative_percentile(ordered, percentile)
-    conservative["value_ms"] = float(conservative.pop("value")) / 1e6
-    if not conservative["enough"]:
-        notes.append(f"only {len(samples)} samples within the cap ({method.max_seconds:g} s): too few for a conservative "
-                     f"{percentile_key(percentile)} (needs {conservative['min_samples']}); the gate uses the max")
-    if stats["cov"] > NOISY_COV:
-        notes.append(f"noisy run: coefficient of variation {stats['cov']:.1%} > {NOISY_COV:.0%} (other load on this "
-                     "machine? try --threads, or a longer --min-seconds)")
+            if extended and len(wall) >= needed:
+                notes.append(f"ran past the minimum to reach {needed} samples: {BLOCKS} blocks of "
+                             f"{block_samples(percentile)}, the fewest for a bound on {percentile_key(percentile)} "
+                             "that is not a block's slowest call")
+    if not cpu_clock_resolves_calls():  # no accounting: every call's CPU time is its wall time
+        cpu = wall
+    analysis = analyse(wall, cpu, batch, percentile, clock)
+    if len(wall) < needed:
+        notes.append(f"only {len(wall)} samples within the cap (--max-seconds {method.max_seconds:g}): "
+                     f"{percentile_key(percentile)} needs {needed} for bounds that are not a block's slowest call "
+                     f"(see the verdict); a longer --max-seconds, or a lower --percentile, gets them")
+    notes += noise_notes(analysis, threads)
     environment = fingerprint(runtime.backend, device, threads)
     if base is not None:
-        comparison = judge_baseline(samples, base, max_regression)
-        differ = differences(environment, base.get("environment", {}))
+        comparison = judge_baseline(wall, cpu, base, max_regression, clock)
+        differ = differences(environment, base["environment"])
         if differ:
             notes.append(f"the baseline was measured on another machine or setup ({', '.join(differ)} differ): "
                          "compare with care")
     return BenchResult(
         artifact=str(Path(artifact)), backend=runtime.backend, device=device, batch=batch, threads=threads,
         load_ms=load_ns / 1e6, first_ms=first_ns / 1e6, warmup_runs=warm_runs, warmup_ms=warm_ns / 1e6,
-        stats=stats, percentile=percentile, budget_ms=budget_ms, conservative=conservative,
-        environment=environment, notes=notes, comparison=comparison, samples_ns=list(samples),
+        percentile=percentile, budget_ms=budget_ms, **analysis, environment=environment, notes=notes,
+        comparison=comparison, samples_ns=list(wall), cpu_ns=list(cpu),
     )
 
 
 def bench_sweep(artifact: str | os.PathLike, *, batches: Sequence[int] = (1,), threads: Sequence[int | None] = (None,),
                 **options) -> list[BenchResult]:
-    """``bench`` for every batch size x thread count, in that order: one table, one report."""
+    """``bench`` for every batch size x thread count, in that order: one table, one report. Every point is
+    checked first (options, baseline entries, batch sizes against both artifacts' inputs and the data), so
+    that a sweep never fails after measuring part of it."""
+    batches, threads = list(batches), list(threads)
+    if not batches or not threads:
+        raise InputError("--batch and --threads need at least one value each, e.g. --batch 1,8,32")
+    check_sweep(artifact, batches, threads, options)
     return [bench(artifact, batch=b, threads=t, **options) for t in threads for b in batches]
+
+
+def check_sweep(artifact, batches: list, threads: list, options: dict) -> None:
+    """What ``bench_sweep`` checks before measuring; a baseline file is read here, once, for every point."""
+    from ..runtimes import load
+    from ..runtimes.base import check_threads
+    from .compare import load_baseline, read_baseline
+
+    for t in threads:
+        check_threads(t)
+    for b in batches:
+        check_options(batch=b, **{k: v for k, v in options.items() if k in _CHECKED})
+    baseline = options.get("baseline")
+    where = str(baseline) if isinstance(baseline, (str, os.PathLike)) else None
+    if where:
+        options["baseline"] = read_baseline(baseline)
+    if baseline is not None:
+        for t in threads:
+            for b in batches:
+                load_baseline(options["baseline"], artifact, b, t, where=where)
+    if len(batches) == 1:  # bench checks its one batch size itself, before measuring
+        return
+    load_options = {k: v for k, v in options.items() if k not in inspect.signature(bench).parameters}
+    for path in (artifact, options.get("against")):
+        if path is not None:
+            with load(path, device=options.get("device", "cpu"), threads=threads[0], **load_options) as runtime:
+                for b in batches:
+                    bench_inputs(runtime, b, options.get("data"), options.get("seed", 0))
+
+
+def input_differences(mine, theirs) -> str:
+    """The inputs two artifacts disagree on (names, dtypes, shapes), or '' when they take the same."""
+    a, b = [str(s) for s in mine], [str(s) for s in theirs]
+    return "" if a == b else f"{', '.join(a)} vs {', '.join(b)}"
+
+
+def gate_clock(clock: str, device: str) -> tuple[str, list[str]]:
+    """The clock the gate can judge here: own time needs the work on this process's CPU threads and a thread
+    CPU clock fine enough for single calls; otherwise wall time, said in a note."""
+    if clock == "wall":
+        return "wall", []
+    if device != "cpu":
+        return "wall", [f"on {device} the calls wait for the device, not the CPU: the gate judges wall time"]
+    if not cpu_clock_resolves_calls():
+        return "wall", ["this platform's thread CPU clock is too coarse to account single calls: the gate judges "
+                        "wall time, and no call is counted as descheduled"]
+    return "own", []
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_clock_resolves_calls() -> bool:
+    """Whether the thread CPU clock ticks finely enough to account single calls (ns on Linux and macOS;
+    Windows counts in 15.6 ms ticks)."""
+    read, clock = time.thread_time_ns, time.perf_counter_ns
+    first = now = read()
+    deadline = clock() + 5_000_000
+    while now == first and clock() < deadline:
+        now = read()
+    return first < now <= first + 100_000
 
 
 def cycle_calls(run: Callable, batches: list[dict]) -> Callable[[], object]:
@@ -203,41 +396,60 @@ def cycle_calls(run: Callable, batches: list[dict]) -> Callable[[], object]:
 
 
 def warm_up(call: Callable[[], object], method: Method) -> tuple[int, int]:
-    """Run until both the warm-up time and count are reached; returns (runs, ns)."""
+    """Run until both the warm-up time and count are reached, never past the cap; returns (runs, ns)."""
     clock = time.perf_counter_ns
     start = clock()
     until = start + int(method.warmup_ms * 1e6)
+    cap = start + int(method.max_seconds * 1e9)
     runs = 0
-    while runs < method.warmup_runs or clock() < until:
+    while (runs < method.warmup_runs or clock() < until) and clock() < cap:
         call()
         runs += 1
     return runs, clock() - start
 
 
-def time_calls(call: Callable[[], object], method: Method, needed: int) -> tuple[list[int], bool]:
-    """Time each call until >= ``needed`` runs and >= min_seconds, or the cap; returns (samples, extended)."""
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    append = samples.append
-    start = clock()
-    min_done = start + int(method.min_seconds * 1e9)
-    cap = start + int(method.max_seconds * 1e9)
-    min_runs, max_runs = method.min_runs, method.max_runs
-    extended = False
-    n = 0
-    while True:
+def timed_calls(call: Callable[[], object], count: int) -> tuple[list[int], list[int]]:
+    """``count`` calls, each timed alone: wall ns, and the calling thread's CPU ns. The CPU clock (a system
+    call, ~0.3 us) is read once per call, outside the wall interval; its interval also spans the loop's own
+    steps, a constant that ``own_times`` counts with the runtime's waiting."""
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    wall, cpu = [0] * count, [0] * count
+    c0 = cpu_clock()
+    for i in range(count):
         t0 = clock()
         call()
         t1 = clock()
-        append(t1 - t0)
-        n += 1
-        if n >= min_runs and t1 >= min_done:
+        c1 = cpu_clock()
+        wall[i] = t1 - t0
+        cpu[i] = c1 - c0
+        c0 = c1
+    return wall, cpu
+
+
+def time_calls(call: Callable[[], object], method: Method, needed: int,
+               per_call_ns: float) -> tuple[list[int], list[int], bool]:
+    """Timed calls until >= ``needed`` and >= min_runs and >= min_seconds, or the cap, checked between chunks
+    of about ``CHUNK_NS``; returns (wall ns, cpu ns, extended: whether ``needed`` made the run longer)."""
+    clock = time.perf_counter_ns
+    chunk = int(min(max(CHUNK_NS / max(per_call_ns, 1), 1), 10_000))
+    wall: list[int] = []
+    cpu: list[int] = []
+    start = clock()
+    min_done = start + int(method.min_seconds * 1e9)
+    cap = start + int(method.max_seconds * 1e9)
+    extended = False
+    while True:
+        w, c = timed_calls(call, min(chunk, method.max_runs - len(wall)))
+        wall += w
+        cpu += c
+        now, n = clock(), len(wall)
+        if n >= method.min_runs and now >= min_done:
             if n >= needed:
                 break
             extended = True
-        if n >= max_runs or t1 >= cap:
+        if n >= method.max_runs or now >= cap:
             break
-    return samples, extended
+    return wall, cpu, extended
 
 
 def bench_inputs(runtime, batch: int, data, seed: int) -> list[dict]:

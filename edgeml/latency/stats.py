@@ -1,12 +1,21 @@
-"""Latency statistics over per-iteration samples in nanoseconds.
+"""Latency statistics over per-call samples in nanoseconds: percentiles, spread, own time, the gate.
 
 - Percentiles use the nearest-rank method, as trtexec does: the reported value is one that was measured.
-- The gate judges a *conservative* percentile: the order statistic that bounds the true percentile from
-  above with 99% confidence, by the binomial rule of MLPerf LoadGen's early stopping. With n samples and
-  q = 1 - p the share allowed above the percentile, t is the largest count with
-  P(Binomial(n, q) <= t) <= 1 - confidence; as LoadGen does, the t - 1 largest samples are discarded and
-  the estimate is the largest sample left. t must be at least 1, which sets the minimum run (p90: 64
-  samples, p99: 662); at 2048 samples the p90 estimate discards 172, as LoadGen reports.
+- **Own time.** Each call is timed on the wall clock and on the calling thread's CPU clock. Its off-CPU time
+  (wall - CPU) is partly the runtime's own waiting (base: the 5th percentile over the run's calls) and the
+  rest is time the scheduler gave to other work. A call's own time is its wall time less that rest (when
+  over 10 us: less is clock jitter or an interrupt); a call that lost more than 10% of its own time that
+  way was *descheduled*.
+- **The gate** judges a conservative estimate of a percentile, built to survive bursts of load: the run is
+  cut into 5 consecutive blocks; each block gives the order statistic that bounds the true percentile from
+  above with 90% confidence (the binomial rule of MLPerf LoadGen's early stopping: with n samples and
+  q = 1 - p, t is the largest count with P(Binomial(n, q) <= t) <= 1 - confidence, the t - 1 largest are
+  dropped and the largest one left is the bound); the gate takes the median of the 5 bounds. The median is
+  below the true percentile only when 3 of the 5 bounds are, which has probability < 1% (0.86%): a 99%
+  upper bound, as one bound over the whole run would be, that a burst spoiling 2 blocks cannot move.
+  A run is long enough when each block's bound is not its slowest call (p90: 5 x 52 samples, p99: 5 x 531).
+- The noise flag uses a robust spread, the interquartile range over the median: a few stalls, which dominate
+  the standard deviation, do not raise it.
 - Regressions are judged significant with a one-sided Mann-Whitney U test on the raw samples.
 - A/B ratios get a confidence interval from per-block ratios (a sign-test interval on their median).
 """
@@ -19,7 +28,16 @@ import numpy as np
 
 #: Percentiles every summary reports.
 PERCENTILES = (50, 90, 95, 99, 99.9)
+#: Confidence of the gate's upper bound, and of each block's bound: 5 blocks at 90% give the median 99.14%.
 CONFIDENCE = 0.99
+BLOCKS = 5
+BLOCK_CONFIDENCE = 0.90
+#: The percentile of off-CPU time taken as the runtime's own waiting in a call, not the scheduler's, and
+#: the excess over it below which a call keeps its wall time (clock jitter, an interrupt: not a deschedule).
+BASE_PERCENTILE = 5
+JITTER_NS = 10_000
+#: A call lost more than this share of its own time to other work: it was descheduled.
+DESCHEDULED = 0.10
 
 
 def nearest_rank(sorted_values, q: float):
@@ -34,11 +52,19 @@ def nearest_rank(sorted_values, q: float):
 
 
 def percentile_key(q: float) -> str:
-    return f"p{q:g}"
+    """'p99.9' for 99.9: every digit given (15 significant), so that p99.9999999 is not shown as p100."""
+    return f"p{q:.15g}"
+
+
+def spread(sorted_values) -> float:
+    """The interquartile range over the median, (p75 - p25) / p50 by nearest rank: robust to rare stalls."""
+    median = float(nearest_rank(sorted_values, 50))
+    iqr = float(nearest_rank(sorted_values, 75)) - float(nearest_rank(sorted_values, 25))
+    return iqr / median if median > 0 else 0.0
 
 
 def summarize(samples_ns, batch: int = 1, extra_percentiles=()) -> dict:
-    """min/max/mean/std/CoV and percentiles in milliseconds, and throughput in samples per second."""
+    """min/max/mean/std/CoV, the robust spread and percentiles in milliseconds, and throughput per second."""
     values = np.sort(np.asarray(samples_ns, dtype=np.float64)) / 1e6
     mean = float(values.mean())
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -49,6 +75,7 @@ def summarize(samples_ns, batch: int = 1, extra_percentiles=()) -> dict:
         "mean_ms": mean,
         "std_ms": std,
         "cov": std / mean if mean > 0 else 0.0,
+        "spread": spread(values),
     }
     for q in sorted(set(PERCENTILES) | set(extra_percentiles)):
         summary[f"{percentile_key(q)}_ms"] = float(nearest_rank(values, q))
@@ -86,16 +113,35 @@ def discardable(n: int, percentile: float, confidence: float = CONFIDENCE) -> in
     return max(best - 1, 0)
 
 
+def _fewest(holds, low: int) -> int:
+    """The smallest n >= low for which ``holds(n)``, a test that turns true for good as n grows."""
+    high = low
+    while not holds(high):
+        low, high = high + 1, 2 * high
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if holds(middle) else (middle + 1, high)
+    return low
+
+
 def min_samples(percentile: float, confidence: float = CONFIDENCE) -> int | None:
     """The fewest samples for a conservative estimate (P(Bin(n, q) <= 1) <= 1 - c); None for p100."""
     q = 1 - percentile / 100
     if q <= 0:
         return None
-    # P(Bin(n, q) <= 1) = (1-q)^n + n q (1-q)^(n-1) falls with n: search upward from the t=0 bound.
-    n = max(2, math.ceil(math.log(1 - confidence) / math.log1p(-q)))
-    while (1 - q) ** n + n * q * (1 - q) ** (n - 1) > 1 - confidence:
-        n += 1
-    return n
+    log_keep = math.log1p(-q)  # P(Bin(n, q) <= 1) = (1-q)^n + n q (1-q)^(n-1) falls with n
+    return _fewest(lambda n: math.exp(n * log_keep) + n * q * math.exp((n - 1) * log_keep) <= 1 - confidence, 2)
+
+
+def block_samples(percentile: float, confidence: float = BLOCK_CONFIDENCE) -> int:
+    """The fewest samples for a bound on ``percentile`` that is not the slowest sample (one is dropped)."""
+    needed = min_samples(percentile, confidence)
+    return 1 if needed is None else _fewest(lambda n: discardable(n, percentile, confidence) >= 1, needed)
+
+
+def gate_samples(percentile: float) -> int:
+    """The fewest samples for the gate: ``BLOCKS`` blocks whose bounds are not their slowest call (p100: 1)."""
+    return 1 if percentile >= 100 else BLOCKS * block_samples(percentile)
 
 
 def conservative_percentile(sorted_values, percentile: float, confidence: float = CONFIDENCE) -> dict:
@@ -109,6 +155,38 @@ def conservative_percentile(sorted_values, percentile: float, confidence: float 
     value = sorted_values[n - 1 - t] if enough else sorted_values[-1]
     return {"value": value, "discarded": t if enough else 0, "min_samples": needed, "enough": enough,
             "confidence": confidence}
+
+
+def own_times(wall_ns, cpu_ns) -> np.ndarray:
+    """Each call's wall time less the time other work had its thread. Off-CPU time (wall - cpu) up to base,
+    the value that 5% of calls stay under, is the runtime's own waiting; a call that waited longer than base
+    by more than ``JITTER_NS`` was descheduled and is billed ``cpu + base``; any other call its wall time."""
+    wall = np.asarray(wall_ns, dtype=np.int64)
+    cpu = np.asarray(cpu_ns, dtype=np.int64)
+    off = wall - cpu
+    base = nearest_rank(np.sort(off), BASE_PERCENTILE)
+    return np.where(off - base > JITTER_NS, cpu + base, wall)
+
+
+def descheduled(wall_ns, own_ns) -> np.ndarray:
+    """Which calls lost more than ``DESCHEDULED`` of their own time to other work on the machine."""
+    wall = np.asarray(wall_ns, dtype=np.float64)
+    own = np.asarray(own_ns, dtype=np.float64)
+    return wall - own > DESCHEDULED * own
+
+
+def block_gate(samples_ns, percentile: float) -> dict:
+    """The gated value: the upper median of ``BLOCKS`` consecutive blocks' 90% bounds on ``percentile``
+    (a 99% upper bound), with how each block got its bound. p100 has nothing to bound: one block, its max."""
+    samples = np.asarray(samples_ns)
+    blocks = np.array_split(samples, 1 if percentile >= 100 else min(BLOCKS, len(samples)))
+    bounds = [conservative_percentile(np.sort(block), percentile, BLOCK_CONFIDENCE) for block in blocks]
+    chosen = sorted(range(len(blocks)), key=lambda i: bounds[i]["value"])[len(blocks) // 2]
+    return {"value": float(bounds[chosen]["value"]), "blocks": len(blocks), "chosen_block": chosen,
+            "block_values": [float(b["value"]) for b in bounds], "block_calls": [len(b) for b in blocks],
+            "discarded": bounds[chosen]["discarded"], "min_samples": bounds[chosen]["min_samples"],
+            "block_samples": block_samples(percentile), "enough": all(b["enough"] for b in bounds),
+            "confidence": CONFIDENCE if len(blocks) == BLOCKS else None}
 
 
 def mann_whitney_greater(current, baseline) -> float:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from ..errors import InputError, no_such_file
+from ..errors import InputError
+from ..readable import regular_file
 from .base import Runtime
 
 
@@ -16,7 +16,7 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
     dicts, ``.skops``, trusted pickles) run on their own framework: the reference edgeml checks against.
     ``source_options`` are those of ``edgeml.convert`` (``inputs``, ``model_class``, ``trust_pickle``...).
     """
-    path = Path(path)
+    path = regular_file(path, "model file")
     if path.suffix.lower() == ".onnx":
         from .onnxrt import OnnxRuntime
 
@@ -24,8 +24,6 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
         if given:
             raise InputError(f"{path} is an ONNX file: {', '.join(given)} apply to source models only; drop them")
         return OnnxRuntime(path, device=device, threads=threads)
-    if not path.exists():
-        raise no_such_file(path)
     from ..sources import load_source
 
     source = load_source(path, **source_options)

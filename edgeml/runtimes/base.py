@@ -7,12 +7,13 @@ checks that turn a wrong array into a clear error) lives here once.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import InputError
-from ..spec import TensorSpec
+from ..errors import InputError, SpecError, first_line
+from ..spec import TensorSpec, format_shape
 
 #: Model metadata keys that tell a runtime which outputs hold a classifier's labels and probabilities.
 LABEL_OUTPUT_KEY = "edgeml.label_output"
@@ -53,7 +54,8 @@ class _InputCheck:
 
     def _cast(self, value: np.ndarray) -> np.ndarray:
         if self.dtype == np.float32 and value.dtype == np.float64:
-            return value.astype(np.float32)
+            with np.errstate(over="ignore"):  # beyond float32's range is inf, as the model would compute it
+                return value.astype(np.float32)
         if self.is_str and value.dtype.kind in "OUS":
             return value.astype(object)
         raise InputError(
@@ -63,16 +65,13 @@ class _InputCheck:
 
 
 def to_numpy(value: Any, name: str) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        return value.detach().cpu().numpy()
     try:
+        if hasattr(value, "detach"):  # a torch tensor
+            return value.detach().cpu().numpy()
         return np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - any conversion failure is the user's input
-        raise InputError(f"input {name!r} cannot be turned into an array: {exc}") from exc
-
-
-def format_shape(shape: Sequence) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
+        raise InputError(f"input {name!r} cannot be turned into an array ({type(exc).__name__}: {first_line(exc)}); "
+                         "pass a numpy array") from exc
 
 
 class Runtime:
@@ -88,8 +87,16 @@ class Runtime:
         self.device = device
         self.path = path
         self.threads = threads
-        self._checks = [_InputCheck(s) for s in self.inputs]
+        try:
+            self._checks = [_InputCheck(s) for s in self.inputs]
+        except SpecError as exc:  # an input type no array can have (bfloat16, float8...)
+            raise SpecError(f"{self.what}: {exc}") from exc
         self._output_names = [s.name for s in self.outputs]
+
+    @property
+    def what(self) -> str:
+        """The model as messages name it: its file, else its backend."""
+        return str(self.path) if self.path else f"the {self.backend} model"
 
     # -- the backend's part -------------------------------------------------------------------
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -100,22 +107,24 @@ class Runtime:
         self._run = self._closed
 
     def _closed(self, feeds):
-        raise InputError(f"this runtime ({self.path or self.backend}) was closed; load the model again")
+        raise InputError(f"this runtime ({self.what}) was closed; load the model again")
 
     # -- the contract -------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run on named inputs; returns every output by name."""
-        if len(feeds) != len(self._checks) or any(c.name not in feeds for c in self._checks):
+        try:
+            if type(feeds) is not dict and not isinstance(feeds, Mapping) or len(feeds) != len(self._checks):
+                self._raise_names(feeds)
+            checked = {c.name: c(feeds[c.name]) for c in self._checks}
+        except (KeyError, TypeError, IndexError):  # a missing name, or ``feeds`` is not a mapping
             self._raise_names(feeds)
-        checked = {c.name: c(feeds[c.name]) for c in self._checks}
+            raise
         return dict(zip(self._output_names, self._run(checked)))
 
     def __call__(self, *arrays: Any):
         """Run on positional inputs (in ``inputs`` order); one output comes back bare, several as a tuple."""
         if len(arrays) != len(self._checks):
-            raise InputError(
-                f"the model takes {len(self._checks)} input(s) ({', '.join(self.input_names)}), got {len(arrays)}"
-            )
+            self._raise_count(arrays)
         results = self._run({c.name: c(a) for c, a in zip(self._checks, arrays)})
         return results[0] if len(results) == 1 else tuple(results)
 
@@ -153,6 +162,7 @@ class Runtime:
             return {s.name: _column(X, s) for s in self.inputs}
         if len(self.inputs) != 1:
             raise InputError(
+                f"{self.what} takes no inputs; call m() or m.run({{}})" if not self.inputs else
                 f"the model takes {len(self.inputs)} inputs ({', '.join(self.input_names)}); "
                 "pass a dict of arrays or a DataFrame with those columns"
             )
@@ -160,20 +170,44 @@ class Runtime:
         return {self.inputs[0].name: values}
 
     def predict(self, X: Any) -> np.ndarray:
-        """Labels for a converted classifier, else the model's (first) output."""
-        name = self.metadata.get(LABEL_OUTPUT_KEY, self._output_names[0])
-        return self.run(self.feeds_from(X))[name]
+        """The labels output of a converted scikit-learn classifier (its metadata names it), else the
+        model's first output as it is: a PyTorch classifier gives its logits (labels: ``.argmax(-1)``)."""
+        return self.run(self.feeds_from(X))[self._named_output(LABEL_OUTPUT_KEY, self._output_names[0])]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities of a converted classifier."""
-        name = self.metadata.get(PROBA_OUTPUT_KEY)
+        name = self._named_output(PROBA_OUTPUT_KEY, None)
         if name is None:
             raise InputError(
-                f"{self.path or 'this model'} has no probability output; predict_proba works on converted classifiers"
+                f"{self.what} has no probability output; predict_proba works on converted scikit-learn classifiers"
             )
         return self.run(self.feeds_from(X))[name]
 
-    def _raise_names(self, feeds: Mapping[str, Any]) -> None:
+    def _named_output(self, key: str, default: str | None) -> str | None:
+        name = self.metadata.get(key, default)
+        if name is not None and name not in self._output_names:
+            raise InputError(f"{self.what}: its metadata {key}={name!r} names no output of the model "
+                             f"({', '.join(self._output_names)}); use m.run(feeds) and pick the output")
+        return name
+
+    def _raise_count(self, arrays: tuple) -> None:
+        if not self._checks:
+            raise InputError(f"{self.what} takes no inputs, got {len(arrays)}; call m() or m.run({{}})")
+        hint = ""
+        if len(arrays) == 1 and (hasattr(arrays[0], "columns") or isinstance(arrays[0], Mapping)):
+            hint = ("; m(...) takes one array per input, in order: for a DataFrame with one column per input "
+                    "call m.predict(df), for a dict of arrays by name m.run(feeds)")
+        raise InputError(
+            f"the model takes {len(self._checks)} input(s) ({', '.join(self.input_names)}), got {len(arrays)}{hint}"
+        )
+
+    def _raise_names(self, feeds: Any) -> None:
+        """Say what is wrong with ``feeds``' names; returns if nothing is."""
+        takes = f"the model takes: {', '.join(str(s) for s in self.inputs) or 'no inputs'}"
+        if not isinstance(feeds, Mapping):
+            hint = "m.predict(df)" if hasattr(feeds, "columns") else "m(*arrays) for arrays in input order"
+            raise InputError(f"run() takes a dict of arrays by input name, not a {type(feeds).__name__}; "
+                             f"use {hint}; {takes}")
         missing = [n for n in self.input_names if n not in feeds]
         unknown = [n for n in feeds if n not in self.input_names]
         parts = []
@@ -181,7 +215,8 @@ class Runtime:
             parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
         if unknown:
             parts.append(f"unknown input(s) {', '.join(map(repr, unknown))}")
-        raise InputError("; ".join(parts) + f"; the model takes: {', '.join(str(s) for s in self.inputs)}")
+        if parts:
+            raise InputError("; ".join(parts) + f"; {takes}")
 
 
 def text_values(column: Any) -> np.ndarray:
@@ -192,11 +227,30 @@ def text_values(column: Any) -> np.ndarray:
 def _column(frame: Any, spec: TensorSpec) -> np.ndarray:
     """One DataFrame column as a (rows, 1) array of the input's dtype."""
     column = frame[spec.name]
-    values = text_values(column) if spec.dtype == "str" else column.to_numpy(dtype=spec.np_dtype)
+    try:
+        values = text_values(column) if spec.dtype == "str" else column.to_numpy(dtype=spec.np_dtype)
+    except (TypeError, ValueError) as exc:  # text in a number column, a missing value in an integer one
+        raise InputError(f"DataFrame column {spec.name!r} cannot be read as {spec.dtype} ({first_line(exc)}); "
+                         "fix the column's values or dtype") from exc
     return values.reshape(-1, 1)
 
 
+def max_threads() -> int:
+    """The most intra-op threads a runtime may start: 4 per CPU core this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 4 * cores
+
+
 def check_threads(threads: int | None) -> int | None:
-    if threads is not None and int(threads) < 1:
+    """``threads`` as an int in [1, max_threads()], or None (the backend's default)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise InputError(f"threads must be a whole number, got {threads!r}; leave it unset for the backend's default")
+    if threads < 1:
         raise InputError(f"threads must be at least 1, got {threads}; leave it unset for the backend's default")
-    return threads
+    limit = max_threads()
+    if threads > limit:
+        raise InputError(f"threads {threads} is above the limit of {limit} (4 per CPU core this process may use); "
+                         f"use at most {limit}, or leave it unset for the backend's default")
+    return int(threads)

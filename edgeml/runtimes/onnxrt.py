@@ -10,11 +10,8 @@ from ..errors import BackendMissing, InputError, first_line, no_such_file
 from ..spec import TensorSpec
 from .base import Runtime, check_threads
 
-_ORT_DTYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "str",
-}
+#: onnxruntime's element type names that differ from edgeml's; the rest (int8, uint64, bfloat16...) are alike.
+_ORT_NAMES = {"float": "float32", "double": "float64", "string": "str"}
 
 #: edgeml device name -> ONNX Runtime execution providers, most preferred first.
 _PROVIDERS = {
@@ -25,8 +22,13 @@ _PROVIDERS = {
 
 
 def _spec(arg) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else (d or "?") for d in (arg.shape or ()))
-    return TensorSpec(arg.name, shape, _ORT_DTYPES.get(arg.type, arg.type))
+    """``tensor(float)`` -> float32; a non-tensor type (``seq(...)``, ``map(...)``) keeps its name."""
+    shape = tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else "?")
+                  for d in (arg.shape or ()))
+    kind = arg.type
+    if kind.startswith("tensor(") and kind.endswith(")"):
+        kind = _ORT_NAMES.get(kind[7:-1], kind[7:-1])
+    return TensorSpec(arg.name, shape, kind)
 
 
 def session_options(threads: int | None = None):
@@ -36,7 +38,7 @@ def session_options(threads: int | None = None):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if threads:
+    if check_threads(threads):
         options.intra_op_num_threads = int(threads)
     return options
 
@@ -44,8 +46,8 @@ def session_options(threads: int | None = None):
 def providers_for(device: str) -> list:
     import onnxruntime as ort
 
-    kind, _, index = device.partition(":")
-    if kind not in _PROVIDERS:
+    kind, colon, index = str(device).partition(":")
+    if kind not in _PROVIDERS or (colon and not (index.isascii() and index.isdigit())):
         raise InputError(f"unknown device {device!r} for onnxruntime; use cpu, cuda[:N] or tensorrt[:N]")
     wanted = _PROVIDERS[kind]
     available = ort.get_available_providers()
@@ -70,15 +72,16 @@ class OnnxRuntime(Runtime):
             path = os.fspath(path)
             if not os.path.isfile(path):
                 raise no_such_file(path)
+        what = "the in-memory ONNX model" if isinstance(path, bytes) else path
+        options, providers = session_options(threads), providers_for(device)
         try:
-            self._session = ort.InferenceSession(path, session_options(check_threads(threads)), providers=providers_for(device))
-        except (InputError, BackendMissing):
-            raise
+            self._session = ort.InferenceSession(path, options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             reason = first_line(exc)
-            hint = ("the file may be truncated or corrupt: re-export it" if "NOT_IMPLEMENTED" not in reason
-                    else "an op or type there has no kernel in this onnxruntime: try another opset or dtype")
-            raise InputError(f"onnxruntime {ort.__version__} cannot load {path} ({reason}); {hint}") from exc
+            unsupported = "NOT_IMPLEMENTED" in reason or "not currently registered or supported" in reason
+            hint = ("an op or type there has no kernel in this onnxruntime: try another opset or dtype" if unsupported
+                    else "the file may be truncated or corrupt: re-export it")
+            raise InputError(f"onnxruntime {ort.__version__} cannot load {what} ({reason}); {hint}") from exc
         super().__init__(
             [_spec(a) for a in self._session.get_inputs()],
             [_spec(a) for a in self._session.get_outputs()],
@@ -93,7 +96,7 @@ class OnnxRuntime(Runtime):
         try:
             return self._session_run(self._output_names, feeds)
         except Exception as exc:  # noqa: BLE001 - e.g. an index out of range inside the model
-            raise InputError(f"onnxruntime could not run {self.path}: {str(exc).strip()}") from exc
+            raise InputError(f"onnxruntime could not run {self.what} on these inputs ({first_line(exc)})") from exc
 
     @property
     def providers(self) -> list[str]:

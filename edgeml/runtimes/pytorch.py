@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import BackendMissing, InputError, require
-from ..spec import TensorSpec, spec_of_array
+from ..errors import BackendMissing, InputError, first_line, require
+from ..spec import TensorSpec, check_input_bytes, spec_of_array
 from .base import Runtime, check_threads
 
 
@@ -34,10 +34,11 @@ def output_names_for(result: Any) -> list[str]:
 
 def resolve_device(device: str) -> str:
     torch = require("torch", "torch")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendMissing(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU here; use --device cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
+    kind, colon, index = str(device).partition(":")
+    if not (device == "cpu" or kind == "cuda" and (not colon or index.isascii() and index.isdigit())):
         raise InputError(f"unknown device {device!r} for torch; use cpu or cuda[:N]")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BackendMissing(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU here; use --device cpu")
     return device
 
 
@@ -55,25 +56,37 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(int(threads))  # process-wide in torch: there is no per-module setting
         self._module = module
         self._device = torch.device(device)
+        self.path, self.inputs = path, list(inputs)  # set early: the probe's errors name them
         # One dry run on zeros fixes the output specs (names, dtypes, ranks).
-        probe = {s.name: np.zeros(s.concrete_shape(batch=2, other=2), dtype=s.np_dtype) for s in inputs}
-        result = self._forward([probe[s.name] for s in inputs])
-        flat = [t.detach().cpu().numpy() for t in flatten_outputs(result)]
+        check_input_bytes(inputs, 2, 2, what=f"the probe inputs of {self.what}")
+        result = self._forward([np.zeros(s.concrete_shape(batch=2, other=2), dtype=s.np_dtype) for s in inputs])
+        flat = self._arrays(result)
         outputs = [spec_of_array(n, a) for n, a in zip(output_names_for(result), flat)]
         batched = [s.with_batch("batch") if inputs and inputs[0].is_dynamic else s for s in outputs]
         super().__init__(inputs, batched, device=device, path=path, threads=threads)
 
     def _forward(self, arrays: list[np.ndarray]):
         torch = self._torch
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self._device) for a in arrays]
-        with torch.inference_mode():
-            return self._module(*tensors)
+        try:
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self._device) for a in arrays]
+            with torch.inference_mode():
+                result = self._module(*tensors)
+            if self._device.type == "cuda":
+                torch.cuda.synchronize(self._device)
+            return result
+        except Exception as exc:  # noqa: BLE001 - the user's module failed on these inputs
+            raise InputError(f"torch could not run {self.what} on inputs {', '.join(map(str, self.inputs))} "
+                             f"({type(exc).__name__}: {first_line(exc)}); check --input or the arrays given") from exc
+
+    def _arrays(self, result) -> list[np.ndarray]:
+        try:
+            return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
+        except Exception as exc:  # noqa: BLE001 - e.g. a None, an int or a bfloat16 tensor among the outputs
+            raise InputError(f"{self.what} returns something that is not tensors numpy can hold "
+                             f"({type(exc).__name__}: {first_line(exc)}); return float tensors from forward()") from exc
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self._forward([feeds[n] for n in self.input_names])
-        if self._device.type == "cuda":
-            self._torch.cuda.synchronize(self._device)
-        return [t.detach().cpu().numpy() for t in flatten_outputs(result)]
+        return self._arrays(self._forward([feeds[n] for n in self.input_names]))
 
 
 def place_on(model: Any, device: str):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import require
+from ..errors import InputError, first_line, require
 from ..spec import TensorSpec
 from .base import LABEL_OUTPUT_KEY, PROBA_OUTPUT_KEY, Runtime
 
@@ -62,7 +62,11 @@ class SklearnRuntime(Runtime):
             X = X.astype(np.float64)
         with warnings.catch_warnings():  # "X does not have valid feature names": the array is in fitting order
             warnings.simplefilter("ignore", UserWarning)
-            return self._predict(X)
+            try:
+                return self._predict(X)
+            except Exception as exc:  # noqa: BLE001 - e.g. NaN in the input, an unknown category
+                raise InputError(f"scikit-learn could not run {self.what} ({type(self.estimator).__name__}) on these "
+                                 f"inputs ({type(exc).__name__}: {first_line(exc)})") from exc
 
     def _predict(self, X) -> list[np.ndarray]:
         est = self.estimator

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, SpecError, no_such_file
+from ..errors import InputError, SpecError
 from ..files import sha256
+from ..readable import regular_file
 from .base import SourceModel
 
 TORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".bin"}
@@ -27,11 +28,7 @@ def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=
 
     specs = parse_specs(inputs) if inputs else None
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.exists():
-            raise no_such_file(path)
-        if path.is_dir():
-            raise InputError(f"{path} is a folder; give the model file itself")
+        path = regular_file(model, "model file")
         suffix = path.suffix.lower()
         if suffix in ONNX_SUFFIXES:
             from .onnx_source import load_onnx_file

@@ -35,8 +35,10 @@ class SourceModel:
             module = place_on(self.model, device)
             return TorchRuntime(module, self.inputs, device=device, path=self.path, threads=threads)
         if self.kind == "sklearn":
+            from ..runtimes.base import check_threads
             from ..runtimes.sklearn import SklearnRuntime
 
+            check_threads(threads)  # scikit-learn has no thread setting here, but a bad value is still the user's error
             return SklearnRuntime(self.model, self.inputs, columns=self.columns, path=self.path)
         from ..runtimes.onnxrt import OnnxRuntime
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, SpecError, first_line, require
+from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
 from ..files import sha256
+from ..quiet import quiet
 from ..spec import TensorSpec, dynamic_batch as with_dynamic_batch, normalize_dtype
 from .base import SourceModel, cwd_importable
 from .pickle_source import refuse_pickle
@@ -22,15 +24,14 @@ def load_torch_file(path: Path, specs, dynamic_batch: bool, model_class: str | N
     torch = require("torch", "torch")
     sha = sha256(path)
     if path.suffix.lower() == ".pt2":
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:  # noqa: BLE001 - any failure means the archive is unusable
-            raise InputError(
-                f"{path} is not a readable torch.export archive ({first_line(exc)}); save one with torch.export.save(ep, path)"
-            ) from exc
-        return from_torch_object(program, specs, dynamic_batch, path, "ExportedProgram (.pt2)", sha)
+        return from_torch_object(load_program(torch, path, trust_pickle), specs, dynamic_batch, path, "ExportedProgram (.pt2)", sha)
     if _is_torchscript(path):
-        return from_torch_object(torch.jit.load(str(path), map_location="cpu"), specs, dynamic_batch, path, "TorchScript", sha)
+        try:
+            script = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways
+            raise InputError(f"{path} is not a readable TorchScript file ({_reason(exc)}); the file may be truncated "
+                             "or corrupt: save it again with torch.jit.save") from exc
+        return from_torch_object(script, specs, dynamic_batch, path, "TorchScript", sha)
     obj = _torch_load(torch, path, trust_pickle)
     if isinstance(obj, torch.nn.Module):
         return from_torch_object(obj, specs, dynamic_batch, path, "pickled nn.Module (trusted)", sha)
@@ -46,13 +47,89 @@ def load_torch_file(path: Path, specs, dynamic_batch: bool, model_class: str | N
     return from_torch_object(module, specs, dynamic_batch, path, f"state dict + {model_class}", sha)
 
 
+def load_program(torch, path: Path, trust_pickle: bool):
+    """An ExportedProgram from a .pt2 archive, read without pickle unless ``trust_pickle``.
+
+    torch.export.load unpickles some records (weights and constants marked ``use_pickle``, custom and opaque
+    objects, legacy weight files, and the sample inputs when they do not load with ``weights_only=True``)
+    and runs AOTInductor code it finds. Those records are looked for first, in the same open file, and
+    refused; what is left is tensors as raw bytes, JSON, and sample inputs that ``weights_only`` reads.
+    """
+    unreadable = "is not a readable torch.export archive"
+    with open(path, "rb") as f:
+        if not trust_pickle:
+            _refuse_pickled_records(torch, f, path, unreadable)
+            f.seek(0)
+        try:
+            with quiet():  # torch logs a traceback of its own for each archive it cannot read
+                return torch.export.load(f)
+        except Exception as exc:  # noqa: BLE001 - any failure means the archive is unusable
+            raise InputError(f"{path} {unreadable} ({_reason(exc)}); save one with torch.export.save(ep, path)") from exc
+
+
+def _refuse_pickled_records(torch, f, path: Path, unreadable: str) -> None:
+    """Raise an UnsafeFormatError naming the first record that torch.export.load would unpickle (or run)."""
+    from torch.export.pt2_archive import PT2ArchiveReader, constants as pt2
+
+    def refuse(what: str) -> UnsafeFormatError:
+        return refuse_pickle(path, what, "or save the program again with torch.export.save(ep, path) from a model of plain tensors")
+
+    try:
+        reader = PT2ArchiveReader(f)
+        names = reader.get_file_names()
+        f.seek(0)
+        # torch.export.load falls back to the format of torch < 2.7, read with pickle, when an archive with a
+        # top-level "version" fails to load; torch's reader refuses top-level records today, this in case it stops.
+        legacy = "version" in zipfile.ZipFile(f).namelist()
+    except Exception as exc:  # noqa: BLE001 - not a zip, not a PT2 archive, a damaged one
+        raise InputError(f"{path} {unreadable} ({_reason(exc)}); save one with torch.export.save(ep, path)") from exc
+    if legacy:
+        raise refuse("an archive in the torch < 2.7 format (record version), which torch.export.load reads with pickle")
+    compiled = [n for n in names if n.startswith(pt2.AOTINDUCTOR_DIR)]
+    if compiled:
+        raise refuse(f"AOTInductor compiled code (record {compiled[0]}), which torch.export.load would load and run")
+    prefix, suffix = pt2.MODELS_FILENAME_FORMAT.split("{}")
+    for model in (n[len(prefix):-len(suffix)] for n in names if n.startswith(pt2.MODELS_DIR)):  # as torch names them
+        pickled = [pt2.SAMPLE_INPUTS_FILENAME_FORMAT.format(model), f"{pt2.WEIGHTS_DIR}{model}.pt", f"{pt2.CONSTANTS_DIR}{model}.pt"]
+        for record in (r for r in pickled if r in names):
+            data = reader.read_bytes(record)
+            if data and not _loads_weights_only(torch, data):
+                raise refuse(f"pickled Python objects in record {record}, which torch.export.load would unpickle")
+        for config, folder, kind in ((pt2.WEIGHTS_CONFIG_FILENAME_FORMAT, pt2.WEIGHTS_DIR, "weight"),
+                                     (pt2.CONSTANTS_CONFIG_FILENAME_FORMAT, pt2.CONSTANTS_DIR, "constant")):
+            record = config.format(model)
+            if record not in names:
+                continue
+            try:
+                entries = json.loads(reader.read_string(record))["config"]
+                for name, entry in entries.items():
+                    if entry.get("use_pickle") or (kind == "constant" and not entry["path_name"].startswith(pt2.TENSOR_CONSTANT_FILENAME_PREFIX)):
+                        raise refuse(f"a pickled {kind} {name!r} (record {folder}{entry['path_name']}), which torch.export.load would unpickle")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise InputError(f"{path} {unreadable} ({record}: {first_line(exc)}); save one with torch.export.save(ep, path)") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """The first sentence of a torch error: its archive errors go on with advice meant for torch's developers."""
+    return first_line(exc).split(". ")[0]
+
+
+def _loads_weights_only(torch, data: bytes) -> bool:
+    """Whether torch.load reads ``data`` with ``weights_only=True``: tensors and containers, no code."""
+    try:
+        torch.load(io.BytesIO(data), weights_only=True)  # as torch.export.load calls it first
+    except Exception:  # noqa: BLE001 - any failure: torch.export.load would fall back to pickle
+        return False
+    return True
+
+
 def _torch_load(torch, path: Path, trust_pickle: bool):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - sorted out below
         message = str(exc)
         if "weights_only" not in message.lower() and "unpickl" not in message.lower():
-            raise InputError(f"{path} could not be read by torch.load ({first_line(exc)}); the file may be truncated or corrupt") from exc
+            raise InputError(f"{path} could not be read by torch.load ({_reason(exc)}); the file may be truncated or corrupt") from exc
         if not trust_pickle:
             raise refuse_pickle(path, "pickled Python objects (a whole nn.Module?), not just weights",
                                 "or save model.state_dict() and use --model-class") from exc
@@ -103,7 +180,11 @@ def import_class(reference: str):
 
 
 def build_module(state: dict, model_class: str, model_kwargs, path: Path):
+    torch = require("torch", "torch")
     cls = import_class(model_class)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise InputError(f"--model-class {model_class} names {cls!r}, not a torch.nn.Module class; "
+                         "name the class of the network the state dict was saved from")
     try:
         kwargs = json.loads(model_kwargs) if isinstance(model_kwargs, str) else (model_kwargs or {})
     except json.JSONDecodeError as exc:
