@@ -16,8 +16,21 @@ import click
 from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError, InputError
 
 
+#: ``ctx.meta`` key: the exit code a command has earned before printing its results, kept when the reader of
+#: stdout leaves early (a failed gate stays failed under ``| head``).
+EXIT_AFTER_OUTPUT = "edgeml.exit_after_output"
+
+
+def _err(line: str) -> None:
+    """A line on stderr; a closed stderr (``2>&1 | head``) must not stop the work or change its verdict."""
+    try:
+        click.echo(line, err=True)
+    except BrokenPipeError:
+        pass
+
+
 def _say(message: str) -> None:
-    click.echo(f"  {message}", err=True)
+    _err(f"  {message}")
 
 
 class _Group(click.Group):
@@ -34,7 +47,7 @@ class _Group(click.Group):
             self._fail(ctx, "interrupted; nothing half-written was left behind", 130)
         except BrokenPipeError:
             _quiet_closed_pipe()
-            ctx.exit(0)
+            ctx.exit(ctx.meta.get(EXIT_AFTER_OUTPUT, 0))
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             self._fail(ctx, f"internal error: {type(exc).__name__}: {exc} (a bug in edgeml: rerun with --debug and report it)", EXIT_INTERNAL)
 
@@ -42,7 +55,7 @@ class _Group(click.Group):
     def _fail(ctx, message: str, code: int):
         if ctx.params.get("debug") or os.environ.get("EDGEML_DEBUG"):
             traceback.print_exc()
-        click.echo(" ".join(message.split()), err=True)
+        _err(" ".join(message.split()))
         ctx.exit(code)
 
 
@@ -60,10 +73,14 @@ def _print_table(table) -> None:
     from rich.console import Console
     from rich.measure import Measurement
 
-    console = Console()
-    if not console.is_terminal:
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own handling exits 1; edgeml's keeps the verdict
+            raise BrokenPipeError
+
+    console = _Console()
+    if not sys.stdout.isatty():  # not console.is_terminal, which FORCE_COLOR (set by many CI systems) makes true
         width = Measurement.get(console, console.options.update(width=10_000), table).maximum
-        console = Console(width=width)
+        console = _Console(width=width)
     console.print(table)
 
 
@@ -159,7 +176,7 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
 
     quantization = _int8_options(int8, calib, calib_samples, calib_method, int8_target, max_accuracy_drop, eval_data,
                                  eval_labels, resize, mean, std, layout, scale)
-    click.echo(f"edgeml convert {model} -> {to}", err=True)
+    _err(f"edgeml convert {model} -> {to}")
     result = run_convert(model, to, output_dir, inputs=list(inputs) or None, dynamic_batch=dynamic_batch, sample=sample,
                          data=data, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle,
                          optimize=not no_optimize, check=not no_check, atol=atol, rtol=rtol, opset=opset, name=name,
@@ -195,7 +212,7 @@ def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, ev
     size = _numbers(resize, "--resize", "x")
     if size is not None and len(size) != 2:
         raise click.BadParameter(f"{resize!r}: give HEIGHTxWIDTH, e.g. 224x224", param_hint="--resize")
-    image = ImageOptions(resize=tuple(int(v) for v in size) if size else None, mean=_numbers(mean, "--mean"),
+    image = ImageOptions(resize=size, mean=_numbers(mean, "--mean"),
                          std=_numbers(std, "--std"), layout=layout, scale=scale)
     return Int8Options(calib=calib, calib_samples=calib_samples, method=calib_method, target=target,
                        max_accuracy_drop=max_drop, eval_data=eval_data, eval_labels=eval_labels, image=image)
@@ -304,7 +321,7 @@ def bench(artifact, budget_ms, percentile, clock, batch, threads, device, data, 
     from .latency.reports import check_writable, overall, write_reports
     from .latency.runner import Method, bench_sweep
 
-    click.echo(f"edgeml bench {artifact}", err=True)
+    _err(f"edgeml bench {artifact}")
     check_writable(json_path, junit_path, markdown_path, html_path)
     method = Method(warmup_ms=warmup_ms, warmup_runs=warmup_runs, min_runs=min_runs, min_seconds=min_seconds,
                     max_seconds=max_seconds, clock=clock)
@@ -312,12 +329,13 @@ def bench(artifact, budget_ms, percentile, clock, batch, threads, device, data, 
                           device=device, data=data, seed=seed, method=method, baseline=baseline,
                           max_regression=max_regression, against=against, progress=_say, inputs=list(inputs) or None,
                           sample=sample, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle)
-    _render_bench(results)
     for path in write_reports(results, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path,
                               html_path=html_path, samples=save_samples):
-        click.echo(f"wrote {path}", err=True)
-    if overall(results) is False:
-        sys.exit(EXIT_GATE_FAILED)
+        _err(f"wrote {path}")
+    code = EXIT_GATE_FAILED if overall(results) is False else 0
+    click.get_current_context().meta[EXIT_AFTER_OUTPUT] = code
+    _render_bench(results)
+    sys.exit(code)
 
 
 def _render_bench(results) -> None:
@@ -388,6 +406,7 @@ def verify(folder):
     from .verify import verify as verify_folder
 
     result = verify_folder(folder)
+    click.get_current_context().meta[EXIT_AFTER_OUTPUT] = 0 if result.ok else EXIT_GATE_FAILED
     for problem in result.problems:
         click.echo(f"problem: {problem}")
     for note in result.notes:
@@ -409,7 +428,7 @@ def demo(output_dir, budget_ms):
 
     from .demo import run_demo
 
-    click.echo(f"edgeml demo -> {output_dir}", err=True)
+    _err(f"edgeml demo -> {output_dir}")
     rows = run_demo(output_dir, budget_ms, progress=_say)
     table = Table(title=f"edgeml demo: digits, ONNX Runtime CPU, budget {budget_ms:g} ms", title_justify="left")
     for column in ("model", "artifact", "size", "check", "accuracy source -> onnx", "p50 ms", "p99 ms", "budget"):
@@ -418,9 +437,10 @@ def demo(output_dir, budget_ms):
         table.add_row(r["model"], r["artifact"], f"{r['size_kb']:.0f} KiB", "passed" if r["check_passed"] else "FAILED",
                       f"{r['source_accuracy']:.2%} -> {r['onnx_accuracy']:.2%}", f"{r['p50_ms']:.3f}",
                       f"{r['p99_ms']:.3f}", "within" if r["within_budget"] else "OVER")
+    code = 0 if all(r["check_passed"] and r["within_budget"] for r in rows) else EXIT_GATE_FAILED
+    click.get_current_context().meta[EXIT_AFTER_OUTPUT] = code
     _print_table(table)
-    if not all(r["check_passed"] and r["within_budget"] for r in rows):
-        sys.exit(EXIT_GATE_FAILED)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

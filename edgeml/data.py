@@ -50,3 +50,9 @@ def stack_samples(samples, origin: str = "the data") -> dict[str, np.ndarray]:
     if not items:
         raise InputError(f"{origin} holds no samples; give at least one")
     return {name: np.concatenate([s[name] for s in items]) for name in items[0]}
+
+
+def sample_count(feeds) -> int:
+    """How many samples ``feeds`` hold along their first axis; inputs without one (scalars), or no inputs at
+    all, make one sample."""
+    return min((len(v) for v in feeds.values() if np.ndim(v)), default=1)

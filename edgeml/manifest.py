@@ -110,8 +110,10 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not an edgeml manifest (invalid JSON: {exc.msg} at line {exc.lineno}); {fix}") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path} is not an edgeml manifest (JSON nested too deep); {fix}") from exc
     entries = manifest.get("artifacts") if isinstance(manifest, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in entries):
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and _plain_name(e.get("file")) for e in entries):
         what = "its artifacts are not a list of entries with a file name" if isinstance(manifest, dict) else \
             f"a JSON {type(manifest).__name__}, not an object"
         raise InputError(f"{path} is not an edgeml manifest ({what}); {fix}")
@@ -165,3 +167,8 @@ def remove_artifact(final: Path) -> None:
         _without(final.parent, {final.name})
         check_target(final)
         final.unlink(missing_ok=True)
+
+
+def _plain_name(name) -> bool:
+    """A manifest lists files of its own folder only: a name, never a path (``../x``) or something odd."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name and Path(name).name == name

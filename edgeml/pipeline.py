@@ -217,8 +217,12 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
     elif source.sample is not None:
         feeds, origin = source.sample, "--sample rows"
     else:
-        fixed = next((s.shape[0] for s in source.inputs if s.shape and isinstance(s.shape[0], int)), 1)
-        rows = -(-CHECK_SAMPLES // fixed) * fixed
+        fixed = next((s for s in source.inputs if s.shape and isinstance(s.shape[0], int)), None)
+        if fixed is not None and fixed.shape[0] < 1:
+            raise InputError(f"input {fixed.name!r} has a first dimension of 0 ({fixed}): a model with no rows cannot "
+                             "be checked; export it with a batch of at least 1 (or a symbolic one)")
+        step = fixed.shape[0] if fixed is not None else 1
+        rows = -(-CHECK_SAMPLES // step) * step
         return random_feeds([s.with_batch(rows) for s in source.inputs]), "generated, seed 0"
     for name, values in feeds.items():
         values = np.asarray(values)

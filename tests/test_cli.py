@@ -146,3 +146,18 @@ def test_verify_passes_a_built_folder_and_names_what_changed(mlp_onnx, tmp_path)
     assert "problem: stray.onnx: not in edgeml.json" in out
     code, out = edgeml_cli("inspect", folder)
     assert code == 2 and "edgeml verify" in out
+
+
+@pytest.mark.parametrize("closed", ["stdout", "both"])
+def test_a_closed_pipe_keeps_the_verdict_and_the_reports(mlp_onnx, tmp_path, closed):
+    """`edgeml bench ... | head -1` (or `2>&1 | head`): the gate still decides the exit code and the reports are
+    written; a failed gate is not turned into a pass by a reader that left."""
+    report = tmp_path / "bench.json"
+    process = subprocess.Popen([sys.executable, "-m", "edgeml.cli", "bench", str(mlp_onnx), "--budget-ms", "0.000001",
+                                "--percentile", "50", "--runs", "20", *QUICK, "--json", str(report)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE if closed == "both" else subprocess.DEVNULL)
+    process.stdout.close()
+    if closed == "both":
+        process.stderr.close()
+    assert process.wait(timeout=300) == 1
+    assert json.loads(report.read_text())["passed"] is False

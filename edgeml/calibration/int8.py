@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import random_feeds, read_feeds, stack_samples
+from ..data import random_feeds, read_feeds, sample_count, stack_samples
 from ..errors import CheckFailed, InputError
 from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
@@ -95,7 +95,7 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
     target = get_target(options.target)
     static = options.calib is not None
     labels = read_labels(options.eval_labels) if options.eval_labels is not None else None
-    with tempfile.TemporaryDirectory(prefix="edgeml-int8-") as folder:
+    with tempfile.TemporaryDirectory(prefix="work-", dir=final.parent) as folder:  # in the swept staging folder
         workdir = Path(folder)
         pre = workdir / "preprocessed.onnx"
         report: dict[str, Any] = {"mode": "static" if static else "dynamic", "target": target.name,
@@ -122,10 +122,11 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                                    f"{GENERATED_EVAL_SAMPLES} generated samples (seed {options.seed})"))
         check_finite(feeds, f"the evaluation data ({origin})")
         generated = not static and options.eval_data is None
-        rows = min(len(v) for v in feeds.values())
+        rows = sample_count(feeds)
         if labels is not None and len(labels) != rows:
             raise InputError(f"--eval-labels has {len(labels)} labels for {rows} evaluation samples; give one per sample")
-        sqnr_samples = [{k: v[i:i + 1] for k, v in feeds.items()} for i in range(min(SQNR_SAMPLES, rows))]
+        sqnr_samples = [{k: v[i:i + 1] if np.ndim(v) else v for k, v in feeds.items()}  # scalars: no batch axis
+                        for i in range(min(SQNR_SAMPLES, rows))]
 
         excluded: list[str] = []
         for round_ in range(options.max_rounds + 1):
@@ -159,6 +160,10 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                 say(report["notes"][-1])
         report.update(excluded_layers=excluded, rounds=round_ + 1, accuracy=accuracy,
                       size_fp32_bytes=fp32.stat().st_size, size_int8_bytes=candidate.stat().st_size)
+        if not excluded and not _ops(candidate).keys() & QUANTIZED_OPS:
+            raise CheckFailed(f"{final.name}: nothing to quantize: none of the model's operators "
+                              f"({', '.join(sorted(_ops(pre))) or 'none'}) has an INT8 form here; nothing written, "
+                              "ship the FP32 artifact", report)
         if accuracy["passed"] and not _ops(candidate).keys() & QUANTIZED_OPS:
             accuracy.update(passed=False, summary=accuracy["summary"].replace(": passed", "") +
                             ": FAILED (every layer had to stay FP32, so nothing is INT8)")

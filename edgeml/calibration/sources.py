@@ -59,16 +59,18 @@ class ImageOptions:
         self.layout = str(self.layout).upper()
         if self.layout not in ("NCHW", "NHWC"):
             raise InputError(f"unknown image layout {self.layout!r}; use NCHW (channels first) or NHWC (channels last)")
-        if not self.scale > 0:
-            raise InputError(f"image scale must be positive, got {self.scale}; pixels are divided by it (255 maps them to 0..1)")
+        if not (isinstance(self.scale, (int, float)) and 0 < self.scale < math.inf):
+            raise InputError(f"image scale must be a positive number, got {self.scale}; pixels are divided by it (255 maps them to 0..1)")
         if self.resize is not None:
+            if not (len(self.resize) == 2 and all(float(d).is_integer() and 1 <= d <= 65536 for d in self.resize)):
+                raise InputError(f"resize takes two whole sizes from 1 to 65536 (height, width), got {self.resize}")
             self.resize = tuple(int(d) for d in self.resize)
-            if len(self.resize) != 2 or min(self.resize) < 1:
-                raise InputError(f"resize takes two positive sizes (height, width), got {self.resize}")
         self.mean = None if self.mean is None else tuple(float(m) for m in self.mean)
         self.std = None if self.std is None else tuple(float(s) for s in self.std)
-        if self.std is not None and 0 in self.std:
-            raise InputError(f"std {self.std} holds a 0, which would divide by zero; give the channels' standard deviations")
+        if not all(math.isfinite(v) for v in (*(self.mean or ()), *(self.std or ()))):
+            raise InputError(f"mean and std must be finite numbers, got mean {self.mean} and std {self.std}")
+        if self.std is not None and min(self.std) <= 0:
+            raise InputError(f"std {self.std} holds a value <= 0; give the channels' standard deviations (positive numbers)")
 
     def to_dict(self) -> dict:
         return {
@@ -252,7 +254,12 @@ def _check_input(sample: Mapping[str, Any], spec: TensorSpec, where: str) -> np.
     if not _casts_safely(array.dtype, spec):
         found = "text" if array.dtype.kind in "OUS" else array.dtype.name
         raise SpecError(f"{where}: input {spec.name!r} expects dtype {spec.dtype}, found {found}; convert the data to {spec.dtype}")
-    return np.array(array, dtype=spec.np_dtype)  # a copy of one sample, out of any memory map
+    try:
+        with np.errstate(over="raise", invalid="ignore"):  # NaN stays NaN (refused by name later); overflow is here
+            return np.array(array, dtype=spec.np_dtype)  # a copy of one sample, out of any memory map
+    except FloatingPointError as exc:
+        raise SpecError(f"{where}: input {spec.name!r} holds values beyond {spec.dtype}'s range; scale the data "
+                        f"to fit {spec.dtype}") from exc
 
 
 def _casts_safely(found: np.dtype, spec: TensorSpec) -> bool:
@@ -557,7 +564,7 @@ class _CsvRows(_StreamedSource):
         self._columns = _csv_columns(header, self.specs, path)
         self._text = [c for s in self.specs if s.dtype == "str" for c in self._columns[s.name]]
         self._usecols = list(dict.fromkeys(c for cols in self._columns.values() for c in cols))
-        count = sum(len(chunk) for chunk in self._chunks(self._usecols[:1]))
+        count = sum(len(chunk) for chunk in self._chunks(None))  # every column: a row with extra fields is an error
         self._counted(count, f"{path} ({count} rows)")
 
     def _csv(self, **options):
@@ -566,8 +573,8 @@ class _CsvRows(_StreamedSource):
         except ValueError as exc:  # pandas' parser and empty-data errors are ValueErrors
             raise InputError(f"cannot read {self._path} as CSV ({first_line(exc)}); give a CSV with a header row naming the inputs") from exc
 
-    def _chunks(self, columns: list[str]) -> Iterator[Any]:
-        text = {c: str for c in self._text if c in columns}
+    def _chunks(self, columns: list[str] | None) -> Iterator[Any]:
+        text = {c: str for c in self._text if columns is None or c in columns}
         reader = self._csv(usecols=columns, dtype=text, chunksize=CSV_CHUNK_ROWS)
         try:
             with reader:
@@ -661,7 +668,7 @@ class _FunctionSource(_StreamedSource):
         """The function's items; its own failures become one-line errors (the traceback stays chained)."""
         try:
             items = self._function()
-        except Exception as exc:  # noqa: BLE001 - user code fails in every way
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code fails in every way, sys.exit() too
             raise self._failed(exc) from exc
         if isinstance(items, Mapping) or not isinstance(items, Iterable):
             raise InputError(f"{self.name} returned a {type(items).__name__}; return (or yield) an iterable of {{input name: array}} dicts")
@@ -671,11 +678,11 @@ class _FunctionSource(_StreamedSource):
                 item = next(iterator)
             except StopIteration:
                 return
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 raise self._failed(exc) from exc
             yield item
 
-    def _failed(self, exc: Exception) -> InputError:
+    def _failed(self, exc: BaseException) -> InputError:
         return InputError(f"calibration function {self.name} failed ({type(exc).__name__}: {first_line(exc)}); fix it, or call it yourself to see the traceback")
 
 

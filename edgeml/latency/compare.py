@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .runner import timed_calls, warm_up
 from .stats import mann_whitney_greater, own_times, ratio_interval, summarize
 
@@ -46,8 +46,8 @@ def read_baseline(path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read the baseline {path} ({exc.strerror})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not an edgeml bench JSON file ({exc}); {hint}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nesting too deep
+        raise InputError(f"{path} is not an edgeml bench JSON file ({first_line(exc)}); {hint}") from exc
 
 
 def load_baseline(baseline, artifact, batch: int, threads, where: str | None = None) -> dict:

@@ -108,6 +108,8 @@ def write_reports(results: list[BenchResult], *, json_path=None, junit_path=None
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:
+            if os.path.exists(summary) and not os.path.isfile(summary):  # a FIFO would block, a device is not a file
+                raise OSError(0, "not a regular file")
             with open(summary, "a", encoding="utf-8") as f:
                 f.write(text + "\n")
             written.append(Path(summary))

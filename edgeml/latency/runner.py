@@ -4,9 +4,9 @@ Method (after trtexec and MLPerf LoadGen): load time and first inference are rep
 lasts until both a time and a count are reached; measurement runs until both a minimum count and a
 minimum duration are reached, longer when the gate needs more samples (5 blocks, each with a bound that
 is not its slowest call), never past a cap. Each call is timed alone on the wall clock
-(``perf_counter_ns``; CUDA runtimes synchronize inside ``run``) and on the calling thread's CPU clock
-(``thread_time_ns``), so that time the scheduler gave to other work is reported apart from the model's
-own time (``stats.own_times``). Inputs cycle through several batches so caches do not flatter. Every
+(``perf_counter_ns``; CUDA runtimes synchronize inside ``run``) and by the time the scheduler kept the
+calling thread waiting for a CPU (Linux's run-queue delay; the thread CPU clock elsewhere), so that time
+given to other work is reported apart from the model's own time (``stats.own_times``). Inputs cycle through several batches so caches do not flatter. Every
 option, and every point of a sweep, is checked before anything is measured.
 """
 
@@ -26,8 +26,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..data import random_feeds, read_feeds
+from ..data import OTHER_DIM, random_feeds, read_feeds, sample_count
 from ..errors import InputError
+from ..spec import check_input_bytes, max_input_bytes
 from .stats import (BLOCK_CONFIDENCE, BLOCKS, block_gate, block_samples, descheduled, gate_samples, own_times,
                     percentile_key, summarize)
 
@@ -409,11 +410,27 @@ def warm_up(call: Callable[[], object], method: Method) -> tuple[int, int]:
 
 
 def timed_calls(call: Callable[[], object], count: int) -> tuple[list[int], list[int]]:
-    """``count`` calls, each timed alone: wall ns, and the calling thread's CPU ns. The CPU clock (a system
-    call, ~0.3 us) is read once per call, outside the wall interval; its interval also spans the loop's own
+    """``count`` calls, each timed alone: wall ns, and the ns the calling thread was not kept waiting by other
+    work ("cpu_ns"). On Linux that is wall less the thread's run-queue delay, which the kernel counts
+    exactly (``/proc/thread-self/schedstat``, field 2: runnable but not running), so a call that waits on
+    its own (sleeping, I/O, a blocking join) keeps its whole wall time. Elsewhere it is the thread's CPU
+    clock. Either is read once per call, outside the wall interval; its interval also spans the loop's own
     steps, a constant that ``own_times`` counts with the runtime's waiting."""
-    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    clock = time.perf_counter_ns
     wall, cpu = [0] * count, [0] * count
+    with _run_queue_delay() as delay:
+        if delay is not None:
+            d0 = delay()
+            for i in range(count):
+                t0 = clock()
+                call()
+                t1 = clock()
+                d1 = delay()
+                wall[i] = t1 - t0
+                cpu[i] = max(wall[i] - (d1 - d0), 0)
+                d0 = d1
+            return wall, cpu
+    cpu_clock = time.thread_time_ns
     c0 = cpu_clock()
     for i in range(count):
         t0 = clock()
@@ -424,6 +441,20 @@ def timed_calls(call: Callable[[], object], count: int) -> tuple[list[int], list
         cpu[i] = c1 - c0
         c0 = c1
     return wall, cpu
+
+
+@contextlib.contextmanager
+def _run_queue_delay():
+    """A reader of the calling thread's run-queue delay in ns (Linux), or None where the kernel has none."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        yield None
+        return
+    try:
+        yield lambda: int(os.pread(fd, 128, 0).split()[1])
+    finally:
+        os.close(fd)
 
 
 def time_calls(call: Callable[[], object], method: Method, needed: int,
@@ -461,10 +492,12 @@ def bench_inputs(runtime, batch: int, data, seed: int) -> list[dict]:
                 f"input {spec.name!r} has a fixed batch of {first}, so --batch {batch} cannot run; "
                 f"use --batch {first}, or convert with --dynamic-batch"
             )
-    if data is None:
-        return [random_feeds(runtime.inputs, batch=batch, seed=seed + i) for i in range(INPUT_BATCHES)]
+    if data is None:  # as many distinct sets as fit the input-size limit together (each set is checked alone)
+        one_set = check_input_bytes(runtime.inputs, batch, OTHER_DIM, what=f"generated inputs at batch {batch}")
+        count = max(1, min(INPUT_BATCHES, max_input_bytes() // max(one_set, 1)))
+        return [random_feeds(runtime.inputs, batch=batch, seed=seed + i) for i in range(count)]
     feeds = read_feeds(data, runtime.inputs, limit=INPUT_BATCHES * batch)
-    rows = min(len(v) for v in feeds.values())
+    rows = sample_count(feeds)
     if rows < batch:
         raise InputError(f"{data} has {rows} rows, fewer than --batch {batch}")
     count = min(INPUT_BATCHES, rows // batch)

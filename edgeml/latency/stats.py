@@ -1,11 +1,12 @@
 """Latency statistics over per-call samples in nanoseconds: percentiles, spread, own time, the gate.
 
 - Percentiles use the nearest-rank method, as trtexec does: the reported value is one that was measured.
-- **Own time.** Each call is timed on the wall clock and on the calling thread's CPU clock. Its off-CPU time
-  (wall - CPU) is partly the runtime's own waiting (base: the 5th percentile over the run's calls) and the
-  rest is time the scheduler gave to other work. A call's own time is its wall time less that rest (when
-  over 10 us: less is clock jitter or an interrupt); a call that lost more than 10% of its own time that
-  way was *descheduled*.
+- **Own time.** Each call is timed on the wall clock and by the time its thread was kept waiting for a CPU
+  (Linux counts it per thread: the run-queue delay; elsewhere wall - CPU time stands in for it). The
+  waiting is partly constant (base: the 5th percentile over the run's calls) and the rest is time the
+  scheduler gave to other work. A call's own time is its wall time less that rest (when over 10 us: less is
+  clock jitter or an interrupt); a call that lost more than 10% of its own time that way was *descheduled*.
+  With the run-queue delay, a call that waits on its own (sleeping, a blocking join) keeps its wall time.
 - **The gate** judges a conservative estimate of a percentile, built to survive bursts of load: the run is
   cut into 5 consecutive blocks; each block gives the order statistic that bounds the true percentile from
   above with 90% confidence (the binomial rule of MLPerf LoadGen's early stopping: with n samples and
@@ -158,7 +159,8 @@ def conservative_percentile(sorted_values, percentile: float, confidence: float 
 
 
 def own_times(wall_ns, cpu_ns) -> np.ndarray:
-    """Each call's wall time less the time other work had its thread. Off-CPU time (wall - cpu) up to base,
+    """Each call's wall time less the time other work had its thread; ``cpu_ns``: wall less the run-queue
+    delay (``runner.timed_calls``), or the thread's CPU time. Off-CPU time (wall - cpu) up to base,
     the value that 5% of calls stay under, is the runtime's own waiting; a call that waited longer than base
     by more than ``JITTER_NS`` was descheduled and is billed ``cpu + base``; any other call its wall time."""
     wall = np.asarray(wall_ns, dtype=np.int64)

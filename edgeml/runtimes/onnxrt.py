@@ -80,7 +80,8 @@ class OnnxRuntime(Runtime):
             reason = first_line(exc)
             unsupported = "NOT_IMPLEMENTED" in reason or "not currently registered or supported" in reason
             hint = ("an op or type there has no kernel in this onnxruntime: try another opset or dtype" if unsupported
-                    else "the file may be truncated or corrupt: re-export it")
+                    else "the file is newer than this onnxruntime reads: pip install -U onnxruntime"
+                    if "IR version" in reason else "the file may be truncated or corrupt: re-export it")
             raise InputError(f"onnxruntime {ort.__version__} cannot load {what} ({reason}); {hint}") from exc
         super().__init__(
             [_spec(a) for a in self._session.get_inputs()],

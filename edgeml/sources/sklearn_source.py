@@ -108,7 +108,8 @@ def _check_trees(model: Any, path: Path) -> None:
             continue
         seen.add(id(obj))
         if isinstance(obj, Tree):
-            if not 0 < obj.node_count <= obj.capacity or _bad_splits(obj.children_left, obj.children_right, obj.feature, obj.n_features):
+            if not 0 < obj.node_count <= obj.capacity or _bad_splits(obj.children_left, obj.children_right, obj.feature,
+                                                                            min(obj.n_features, n_features)):
                 raise InputError(f"{path} holds a damaged decision tree (node indices that loop or point outside the tree); save the model again")
         elif isinstance(obj, TreePredictor):
             nodes, leaf = obj.nodes, obj.nodes["is_leaf"].astype(bool)
@@ -251,6 +252,8 @@ def read_sample(path: str | Path):
         from ..calibration.sources import read_npy
 
         array = read_npy(path)
+        if array.dtype.kind not in "biuf":
+            raise InputError(f"{path} holds {array.dtype} values; a sample holds numbers (rows x features)")
         if array.ndim != 2:
             raise InputError(f"{path} holds an array of shape {array.shape}; a sample is 2-D (rows x features)")
         return array
