@@ -13,6 +13,7 @@ import traceback
 
 import click
 
+from .calibration.targets import DEFAULT_TARGET as DEFAULT_INT8_TARGET, TARGETS as INT8_TARGETS
 from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError, InputError
 
 
@@ -138,7 +139,7 @@ def _source_options(command):
               help="Calibration data: .npy, .npz, a folder of them or of images, a .csv, or file.py:function / module:function.")
 @click.option("--calib-samples", type=int, default=128, show_default=True, help="Samples to calibrate on (a seeded subset).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
-@click.option("--int8-target", type=click.Choice(["x86", "x86-vnni", "arm64", "tensorrt"]), default="x86",
+@click.option("--int8-target", type=click.Choice(list(INT8_TARGETS)), default=DEFAULT_INT8_TARGET,
               show_default=True,
               help="The device the INT8 model is for; it alone fixes the recipe: x86 (any x86-64 CPU: 7-bit weights, "
                    "exact on AVX2 and VNNI), x86-vnni (VNNI/AMX CPUs only: 8-bit weights), arm64 (signed int8), "

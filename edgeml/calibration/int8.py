@@ -26,6 +26,7 @@ from ..data import random_feeds, read_feeds, sample_count, stack_samples
 from ..errors import CheckFailed, InputError
 from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
+from ..readable import regular_file
 from ..spec import TensorSpec
 from .quantize import (METHODS, calibrate, check_finite, layer_sqnr, preprocess, quantize_dynamic, quantize_static,
                        read_labels)
@@ -71,8 +72,11 @@ class Int8Options:
         if self.eval_labels is not None and self.eval_data is None:
             raise InputError("--eval-labels are the labels of --eval-data: give both")
         for flag, value in (("--calib", self.calib), ("--eval-data", self.eval_data), ("--eval-labels", self.eval_labels)):
-            if isinstance(value, (str, Path)) and ":" not in str(value) and not Path(value).exists():
-                raise InputError(f"{flag}: no such file or folder: {value}; check the path")
+            if isinstance(value, (str, Path)) and ":" not in str(value):
+                if not Path(value).exists():
+                    raise InputError(f"{flag}: no such file or folder: {value}; check the path")
+                if not Path(value).is_dir():  # a FIFO or a device is refused now, not after the export
+                    regular_file(value, f"{flag} file")
         if self.eval_labels is not None:
             read_labels(self.eval_labels)
         return self

@@ -249,8 +249,8 @@ def _frame(x: _Axis, y: _Axis, title: str, xlabel: str, ylabel: str, yticks, yla
 def _x_range(r, samples: np.ndarray, hi: float, log: bool = False) -> tuple[float, float]:
     """The data range, widened to show the gated value and a budget that is not far off, plus a margin."""
     t = np.log10 if log else (lambda v: v)
-    lo = float(samples.min())
     hi = max(hi, r.gated_ms)
+    lo = float(samples.min()) if not log else max(float(samples.min()), hi * 1e-6)  # a 0 ms call has no log
     if hi - lo < 1e-3 * hi:  # (nearly) all samples equal: give the axis 5% either side
         lo, hi = lo * 0.95, hi * 1.05
     span = t(hi) - t(lo)

@@ -417,42 +417,32 @@ def timed_calls(call: Callable[[], object], count: int) -> tuple[list[int], list
     clock. Either is read once per call, outside the wall interval; its interval also spans the loop's own
     steps, a constant that ``own_times`` counts with the runtime's waiting."""
     clock = time.perf_counter_ns
-    wall, cpu = [0] * count, [0] * count
+    wall, marks = [0] * count, [0] * (count + 1)
     with _run_queue_delay() as delay:
-        if delay is not None:
-            d0 = delay()
-            for i in range(count):
-                t0 = clock()
-                call()
-                t1 = clock()
-                d1 = delay()
-                wall[i] = t1 - t0
-                cpu[i] = max(wall[i] - (d1 - d0), 0)
-                d0 = d1
-            return wall, cpu
-    cpu_clock = time.thread_time_ns
-    c0 = cpu_clock()
-    for i in range(count):
-        t0 = clock()
-        call()
-        t1 = clock()
-        c1 = cpu_clock()
-        wall[i] = t1 - t0
-        cpu[i] = c1 - c0
-        c0 = c1
-    return wall, cpu
+        read = delay or time.thread_time_ns
+        marks[0] = read()
+        for i in range(count):
+            t0 = clock()
+            call()
+            t1 = clock()
+            marks[i + 1] = read()
+            wall[i] = t1 - t0
+    if delay is None:
+        return wall, [b - a for a, b in zip(marks, marks[1:])]
+    delays = [int(m.split()[1]) for m in marks]  # parsed after the loop, to keep each iteration short
+    return wall, [max(w - (b - a), 0) for w, a, b in zip(wall, delays, delays[1:])]
 
 
 @contextlib.contextmanager
 def _run_queue_delay():
-    """A reader of the calling thread's run-queue delay in ns (Linux), or None where the kernel has none."""
+    """A reader of the calling thread's schedstat line (Linux; field 2 is the run-queue delay in ns), or None."""
     try:
         fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
     except OSError:
         yield None
         return
     try:
-        yield lambda: int(os.pread(fd, 128, 0).split()[1])
+        yield lambda: os.pread(fd, 128, 0)  # raw: "cpu_ns run_delay_ns timeslices"
     finally:
         os.close(fd)
 
