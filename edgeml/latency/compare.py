@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, first_line
+from ..readable import regular_file
 from .runner import timed_calls, warm_up
 from .stats import mann_whitney_greater, own_times, ratio_interval, summarize
 
@@ -32,16 +32,8 @@ MIN_BLOCKS = 10
 
 def read_baseline(path) -> object:
     """The parsed JSON of a baseline file (a regular file: a FIFO or a device would never end)."""
-    path = Path(path)
     hint = "write one with edgeml bench ... --json FILE --save-samples"
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError as exc:
-        raise InputError(f"no such baseline file: {path}; {hint}") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read the baseline {path} ({exc.strerror})") from exc
-    if not stat.S_ISREG(mode):
-        raise InputError(f"the baseline {path} is not a regular file; {hint}")
+    path = regular_file(path, "baseline file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
