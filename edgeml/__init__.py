@@ -22,6 +22,7 @@ _API = {
     "ImageOptions": ("edgeml.calibration.sources", "ImageOptions"),
     "Runtime": ("edgeml.runtimes.base", "Runtime"),
     "TensorSpec": ("edgeml.spec", "TensorSpec"),
+    "Classified": ("edgeml.text", "Classified"),
     "EdgeMLError": ("edgeml.errors", "EdgeMLError"),
 }
 

@@ -1,47 +1,289 @@
-"""Input arrays for checks and benchmarks: generated from specs with a fixed seed, or read from a file."""
+"""Input arrays for checks and benchmarks: generated from specs with a fixed seed, or read from a file.
+
+Generated inputs mean something for token models: what each input holds (its role: token ids, attention mask,
+token type ids, position ids, plain values) and the range of integer inputs come from the model's metadata
+(``ModelMeta``), else from its input names and its graph (``input_meta``). ``sizes`` (``--shape
+sequence=128``) set symbolic dims; ``describe_feeds`` records the shapes made and where they came from for
+every report.
+"""
 
 from __future__ import annotations
 
 import itertools
+import re
+from typing import Mapping
 
 import numpy as np
 
 from .errors import InputError, SpecError
-from .spec import TensorSpec, check_input_bytes
+from .model_meta import ROLES, ModelMeta, read_meta
+from .spec import NUMPY_DTYPES, TensorSpec, batch_symbols, check_count, check_input_bytes, format_shape, spec_of_array
 
 DEFAULT_SEED = 0
 #: Size given to symbolic dims other than the batch (a sequence length, an image side) in generated data.
 OTHER_DIM = 8
+#: Generated token ids skip the lowest ids of a vocabulary this large: BERT-like vocabularies keep them for
+#: [PAD], [CLS], [SEP], [MASK], [UNK] and unused slots (BERT's first real token is 999), so ids in
+#: [1000, vocab) are ordinary word pieces. Smaller vocabularies skip only id 0, the usual padding id.
+SPECIAL_IDS = 1000
+#: Input names (lower case, without a ``:0`` suffix) that say an input's role, checked in this order.
+ROLE_NAMES = (
+    ("token_type_ids", re.compile(r"(.+_)?(token_type|segment|type)_ids")),
+    ("position_ids", re.compile(r"(.+_)?(position|pos)_ids")),
+    ("attention_mask", re.compile(r"(.+_)?(attention_mask|input_mask|mask)")),
+    ("token_ids", re.compile(r"(.+_)?(input_ids|token_ids|ids|tokens)")),
+)
+_SHAPE_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,12})")
+_SHAPE_HINT = "write NAME=SIZE, e.g. --shape sequence=128 (several: sequence=128,height=224)"
 
 
-def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SEED, other: int = OTHER_DIM) -> dict[str, np.ndarray]:
-    """Deterministic inputs for ``specs``: standard normal floats, small non-negative integers, random bools.
+# -- what the inputs mean ------------------------------------------------------------------------------
+
+def infer_role(spec: TensorSpec) -> str | None:
+    """The role an input's name says it has (``input_ids`` -> token_ids...), for batch x sequence inputs of a
+    fitting dtype (integers; a mask may also be bool or float); None when the name says nothing."""
+    if len(spec.shape) != 2 or spec.dtype == "str":
+        return None
+    name = spec.name.lower().rsplit(":", 1)[0]
+    for role, pattern in ROLE_NAMES:
+        if pattern.fullmatch(name):
+            kind = _kind(spec)
+            return role if kind in "iu" or (role == "attention_mask" and kind in "bf") else None
+    return None
+
+
+def input_meta(model) -> ModelMeta:
+    """What a model's inputs mean: its stored metadata (``read_meta``), completed where it is silent.
+
+    ``model``: an ONNX ``ModelProto``, the path of an ``.onnx`` file, or a runtime. Roles come from the input
+    names (``infer_role``); the range of integer inputs from the constant table each one indexes
+    (``onnx_graph.index_table_rows``: ``input_ids`` -> the word-embedding rows); the longest sequence
+    (``max_length``) bounds the sequence dim of token inputs in ``dim_max``. Works on files edgeml did not
+    write (plain ``torch.onnx.export``, Optimum). A runtime that is not ONNX (a torch source) has no graph to
+    read: roles from names only.
+    """
+    from .onnx_graph import graph_input_specs, index_table_rows, read_onnx
+
+    proto = None
+    if hasattr(model, "graph"):
+        proto = model
+    elif not hasattr(model, "inputs"):  # a path
+        proto = read_onnx(model, weights=False)
+    meta = checked_meta(read_meta(proto if proto is not None else model))
+    specs = graph_input_specs(proto) if proto is not None else list(model.inputs)
+    for spec in specs:
+        role = meta.roles.get(spec.name) or infer_role(spec)
+        if role:
+            meta.roles[spec.name] = role
+    integers = [s.name for s in specs if _kind(s) in ("i", "u")]
+    if any(name not in meta.vocab for name in integers):
+        if proto is None and getattr(model, "backend", None) == "onnxruntime" and getattr(model, "path", None):
+            proto = read_onnx(model.path, weights=False)
+        found = index_table_rows(proto) if proto is not None else {}
+        meta.vocab = {**{k: v for k, v in found.items() if k in integers}, **meta.vocab}
+    if meta.max_length:
+        for spec in specs:
+            if meta.roles.get(spec.name) in ("token_ids", "attention_mask", "token_type_ids", "position_ids") \
+                    and isinstance(spec.shape[-1], str) and spec.shape[-1] != "?":
+                meta.dim_max.setdefault(spec.shape[-1], int(meta.max_length))
+    return meta
+
+
+def checked_meta(meta: ModelMeta | None) -> ModelMeta:
+    """``meta`` with only well-formed entries (a foreign or crafted file's metadata may hold anything): known
+    roles, sizes that are whole numbers >= 1, labels that are text."""
+    meta = meta or ModelMeta()
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    labels = meta.labels if isinstance(meta.labels, list) and all(isinstance(x, str) for x in meta.labels) else None
+    return ModelMeta(task=meta.task if isinstance(meta.task, str) else None, labels=labels,
+                     tokenizer=meta.tokenizer if isinstance(meta.tokenizer, str) else None,
+                     max_length=meta.max_length if count(meta.max_length) else None,
+                     roles={k: v for k, v in meta.roles.items() if v in ROLES},
+                     vocab={k: v for k, v in meta.vocab.items() if count(v)},
+                     dim_max={k: v for k, v in meta.dim_max.items() if count(v)})
+
+
+def _kind(spec: TensorSpec) -> str:
+    """The numpy kind of an input's dtype ('f', 'i', ...), '' for one no array can have."""
+    dtype = NUMPY_DTYPES.get(spec.dtype)
+    return dtype.kind if dtype is not None else ""
+
+
+def parse_shapes(value) -> dict[str, int]:
+    """Sizes of symbolic dims from ``"sequence=128"``, ``"sequence=128,batch=4"``, a list of such strings, or a
+    mapping; an InputError for anything else (a bad name, a size that is not a whole decimal number >= 1, a
+    name given twice with different sizes)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        texts = [value] if isinstance(value, str) else list(value)
+        items = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise InputError(f"a --shape is text NAME=SIZE, not a {type(text).__name__}; {_SHAPE_HINT}")
+            for part in text.split(","):
+                match = _SHAPE_ITEM.fullmatch(part.strip())
+                if not match:
+                    raise InputError(f"bad --shape {part.strip()[:60]!r}: a symbolic dim's name, '=', and a whole "
+                                     f"number of ASCII digits; {_SHAPE_HINT}")
+                items.append((match.group(1), int(match.group(2))))
+    sizes: dict[str, int] = {}
+    for name, size in items:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise InputError(f"--shape {name}={size!r}: a size is a whole number >= 1; {_SHAPE_HINT}")
+        if sizes.get(name, size) != size:
+            raise InputError(f"--shape gives {name} twice ({sizes[name]} and {size}); give each dim once")
+        sizes[name] = int(size)
+    return sizes
+
+
+def check_sizes(specs: list[TensorSpec], sizes: Mapping[str, int], meta: ModelMeta | None = None,
+                batch_fix: str | None = None) -> None:
+    """Refuse sizes for dims no input has, and sizes beyond the model's largest (``meta.dim_max``); with
+    ``batch_fix`` (how the batch is set instead), a size for the batch dim too."""
+    if batch_fix is not None:
+        batch = sorted(batch_symbols(specs) & set(sizes))
+        if batch:
+            raise InputError(f"--shape {batch[0]}={sizes[batch[0]]}: {batch[0]} is the batch dim; {batch_fix}")
+    named = sorted({d for s in specs for d in s.shape if isinstance(d, str) and d != "?"})
+    unknown = [name for name in sizes if name not in named]
+    if unknown:
+        have = ", ".join(named) or "none: every dim is fixed"
+        raise InputError(f"--shape {unknown[0]}: no input of the model has a dim named {unknown[0]!r} "
+                         f"(its symbolic dims: {have})")
+    for name, size in sizes.items():
+        largest = (meta.dim_max if meta else {}).get(name)
+        if largest is not None and size > largest:
+            raise InputError(f"--shape {name}={size} is beyond the model's largest {name}, {largest}; "
+                             f"use {name}={largest} or less")
+
+
+def concrete_specs(specs: list[TensorSpec], batch: int = 1, other: int = OTHER_DIM, *,
+                   sizes: Mapping[str, int] | None = None, meta: ModelMeta | None = None) -> list[TensorSpec]:
+    """``specs`` with every symbolic dim made a size: a dim named in ``sizes`` gets that size (on any axis,
+    the first too: ``sizes`` wins over ``batch``), another first axis (and its symbol elsewhere) gets
+    ``batch``, any other ``other``, at most the model's largest (``meta.dim_max``). A ``batch`` above a
+    named first axis's largest is refused; so are unknown names and sizes beyond the largest (``check_sizes``)."""
+    batch, other = check_count(batch, "batch"), check_count(other, "size of a symbolic dim")
+    sizes, meta = dict(sizes or {}), checked_meta(meta)
+    check_sizes(specs, sizes, meta)
+    largest = meta.dim_max if meta else {}
+    batch_dims = batch_symbols(specs)
+
+    def size(dim, axis: int) -> int:
+        if isinstance(dim, int):
+            return dim
+        if dim in sizes:
+            return sizes[dim]
+        if axis == 0 or dim in batch_dims:
+            if batch > largest.get(dim, batch):
+                raise InputError(f"batch {batch} is beyond the model's largest {dim}, {largest[dim]}; "
+                                 f"use a batch of {largest[dim]} or less")
+            return batch
+        return min(other, largest.get(dim, other))
+
+    return [TensorSpec(s.name, tuple(size(d, i) for i, d in enumerate(s.shape)), s.dtype) for s in specs]
+
+
+def token_range(vocab: int) -> tuple[int, int]:
+    """The ids generated for a token input of a ``vocab``-word vocabulary: [low, vocab) (see SPECIAL_IDS)."""
+    return (SPECIAL_IDS if vocab >= 2 * SPECIAL_IDS else min(1, vocab - 1)), vocab
+
+
+# -- generated inputs ----------------------------------------------------------------------------------
+
+def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SEED, other: int = OTHER_DIM, *,
+                 sizes: Mapping[str, int] | None = None, meta: ModelMeta | None = None) -> dict[str, np.ndarray]:
+    """Deterministic inputs for ``specs`` (shapes: ``concrete_specs``), by role (``meta.roles``, else the
+    input's name):
+
+    - token ids: uniform in ``token_range(vocab)`` with ``meta.vocab``; 0 at padded positions (those the
+      attention mask of the same shape zeroes). Without a known vocabulary: 0 and 1 only (every table has them);
+    - attention mask: ones, each row but the first (the longest, as padding to the longest gives) padded at
+      the end to a random length of at least 1: never an all-zero row;
+    - token type ids: 0; position ids: 0, 1, 2... along the sequence;
+    - other inputs: standard normal floats, integers uniform in [0, vocab) when ``meta.vocab`` knows the
+      input (an index into a table), else 0 and 1; random bools.
 
     Their size is checked against the limit (``spec.check_input_bytes``) before anything is allocated.
     """
-    check_input_bytes(specs, batch, other, what=f"generated inputs at batch {batch}")
+    meta = checked_meta(meta)
+    specs = list(specs)
+    concrete = concrete_specs(specs, batch, other, sizes=sizes, meta=meta)
+    check_input_bytes(concrete, what=f"generated inputs at batch {batch}")
     rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        shape = spec.concrete_shape(batch=batch, other=other)
-        dtype = spec.np_dtype
-        if dtype.kind == "f":
-            feeds[spec.name] = np.asarray(rng.standard_normal(shape), dtype=dtype)
-        elif dtype.kind in "iub":
-            feeds[spec.name] = np.asarray(rng.integers(0, 2, size=shape), dtype=dtype)
-        else:
+    roles = {s.name: meta.roles.get(s.name) or infer_role(s) for s in specs}
+    feeds, lengths = {}, {}
+    for spec in concrete:
+        shape, dtype, role = spec.concrete_shape(), spec.np_dtype, roles[spec.name]
+        if dtype.kind not in "fiub":
             raise SpecError(
                 f"cannot generate values for text input {spec.name!r}; give real rows with --data FILE (or --sample for scikit-learn)"
             )
+        if role == "attention_mask":
+            mask = np.ones(shape, dtype=dtype)
+            if len(shape) == 2 and shape[0] and shape[1]:
+                length = lengths.setdefault(shape, _row_lengths(rng, *shape))
+                mask[np.arange(shape[1]) >= length[:, None]] = 0
+            feeds[spec.name] = mask
+        elif role == "token_type_ids":
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+        elif role == "position_ids" and shape:
+            feeds[spec.name] = np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
+        elif dtype.kind in "iu" and spec.name in meta.vocab:
+            vocab = int(meta.vocab[spec.name])
+            low, high = token_range(vocab) if role == "token_ids" else (0, vocab)
+            feeds[spec.name] = np.asarray(rng.integers(low, max(high, low + 1), size=shape), dtype=dtype)
+        elif dtype.kind == "f":
+            feeds[spec.name] = np.asarray(rng.standard_normal(shape), dtype=dtype)
+        else:
+            feeds[spec.name] = np.asarray(rng.integers(0, 2, size=shape), dtype=dtype)
+    for spec in concrete:  # token ids are padding where their mask is
+        shape = spec.concrete_shape()
+        if roles[spec.name] == "token_ids" and shape in lengths:
+            feeds[spec.name][np.arange(shape[1]) >= lengths[shape][:, None]] = 0
     return feeds
 
 
-def read_feeds(path, specs: list[TensorSpec], limit: int | None = None) -> dict[str, np.ndarray]:
+def _row_lengths(rng, rows: int, columns: int) -> np.ndarray:
+    lengths = rng.integers(1, columns + 1, size=rows)
+    lengths[0] = columns
+    return lengths
+
+
+def generated_origin(specs: list[TensorSpec], seed: int, meta: ModelMeta | None = None) -> str:
+    """How ``random_feeds`` made the inputs, for reports: the seed, and what token inputs hold."""
+    meta = checked_meta(meta)
+    parts = []
+    for spec in specs:
+        role = meta.roles.get(spec.name) or infer_role(spec)
+        vocab = meta.vocab.get(spec.name)
+        if role == "token_ids":
+            low, high = token_range(int(vocab)) if vocab else (0, 2)
+            parts.append(f"{spec.name} ids in [{low}, {high})" + ("" if vocab else ", vocabulary unknown"))
+        elif role == "attention_mask":
+            parts.append(f"{spec.name} ones padded at the end")
+        elif role in ("token_type_ids", "position_ids"):
+            parts.append(f"{spec.name} {'0' if role == 'token_type_ids' else '0, 1, 2...'}")
+        elif vocab:
+            parts.append(f"{spec.name} values in [0, {vocab})")
+    return f"generated, seed {seed}" + (f": {'; '.join(parts)}" if parts else "")
+
+
+# -- real inputs ---------------------------------------------------------------------------------------
+
+def read_feeds(path, specs: list[TensorSpec], limit: int | None = None, *, image=None, text=None) -> dict[str, np.ndarray]:
     """Real inputs, one batch per input: any calibration source (``.npy``, ``.npz``, ``.csv``, a folder of
-    arrays or images, ``file.py:function``), its samples stacked, the first ``limit`` of them."""
+    arrays or images with ``image``'s preprocessing, ``file.py:function``, a ``.txt`` of sentences with
+    ``text``, the model's tokenizer), its samples stacked, the first ``limit`` of them."""
     from .calibration.sources import open_source
 
-    return stack_samples(itertools.islice(iter(open_source(path, specs)), limit), str(path))
+    return stack_samples(itertools.islice(iter(open_source(path, specs, image=image, text=text)), limit), str(path))
 
 
 def stack_samples(samples, origin: str = "the data") -> dict[str, np.ndarray]:
@@ -56,3 +298,23 @@ def sample_count(feeds) -> int:
     """How many samples ``feeds`` hold along their first axis; inputs without one (scalars), or no inputs at
     all, make one sample."""
     return min((len(v) for v in feeds.values() if np.ndim(v)), default=1)
+
+
+# -- what reports record -------------------------------------------------------------------------------
+
+def describe_feeds(feeds: Mapping[str, np.ndarray], origin: str) -> dict:
+    """The concrete inputs a run used, JSON-safe: ``{"origin": ..., "tensors": [{"name", "shape", "dtype"}]}``."""
+    tensors = []
+    for name, value in feeds.items():
+        spec = spec_of_array(name, np.asarray(value))
+        tensors.append({"name": name, "shape": list(spec.shape), "dtype": spec.dtype})
+    return {"origin": origin, "tensors": tensors}
+
+
+def format_inputs(description: Mapping | None) -> str:
+    """One line for text reports: ``input_ids 1×128 int64, attention_mask 1×128 int64; generated, seed 0``;
+    '' for a run that recorded none."""
+    if not description:
+        return ""
+    tensors = ", ".join(f"{t['name']} {format_shape(t['shape'])} {t['dtype']}" for t in description.get("tensors", ()))
+    return f"{tensors or 'no inputs'}; {description.get('origin', 'origin unknown')}"

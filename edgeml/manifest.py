@@ -7,6 +7,9 @@ The manifest never lies: every listed file is present with the listed sha256 at 
 kills the writer. Every update reads, merges and writes under an exclusive lock on the folder (so two
 converts into one folder keep both entries), an entry is dropped before its file is replaced or removed,
 and a new file is listed only once it is in place.
+
+An entry may list companions: files its artifact needs beside it (``NAME.tokenizer.json``), each with its
+sha256. They are installed before the entry is listed, and removed with the last entry that lists them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
-from .files import check_target, kind_of, publish, write_bytes_atomic
+from .files import check_target, kind_of, publish, sha256, write_bytes_atomic
 
 try:
     import fcntl
@@ -113,7 +116,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     except RecursionError as exc:
         raise InputError(f"{path} is not an edgeml manifest (JSON nested too deep); {fix}") from exc
     entries = manifest.get("artifacts") if isinstance(manifest, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and _plain_name(e.get("file")) for e in entries):
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and plain_name(e.get("file")) for e in entries):
         what = "its artifacts are not a list of entries with a file name" if isinstance(manifest, dict) else \
             f"a JSON {type(manifest).__name__}, not an object"
         raise InputError(f"{path} is not an edgeml manifest ({what}); {fix}")
@@ -149,26 +152,65 @@ def _without(folder: Path, names: set[str]) -> list[dict]:
     return kept
 
 
-def install(tmp: Path, final: Path, entry: dict) -> Path:
+def install(tmp: Path, final: Path, entry: dict, companions: dict[str, Path] | None = None) -> Path:
     """Move a finished artifact into place and list it: under the folder's lock, drop ``final``'s old
     entry, rename ``tmp`` to ``final``, then add ``entry`` (whose sha256 is ``tmp``'s). A kill between
-    any two steps leaves the manifest true (at worst ``final`` is present but not listed yet)."""
-    with folder_lock(final.parent):
-        kept = _without(final.parent, {final.name})
+    any two steps leaves the manifest true (at worst ``final`` is present but not listed yet).
+
+    ``companions``: name -> file the artifact needs beside it, moved into place (unless it is there already)
+    before ``final``. Other entries that list one of them with other bytes are dropped first (their artifact
+    was built with another tokenizer); companions no entry lists any more are removed."""
+    folder = final.parent
+    listed = [companion_record(name, path) for name, path in (companions or {}).items()]
+    new = {c["file"]: c["sha256"] for c in listed}
+    with folder_lock(folder):
+        before = read_manifest(folder)["artifacts"]
+        kept = [e for e in before if e["file"] != final.name
+                and all(new.get(c["file"], c.get("sha256")) == c.get("sha256") for c in _companions(e))]
+        if len(kept) != len(before):
+            _write(folder, kept)
+        for name, path in (companions or {}).items():
+            if not (folder / name).exists() or not os.path.samefile(path, folder / name):
+                publish(path, folder / name)
+        _remove_orphans(folder, kept + [{"file": final.name, "companions": listed}], set(_names(before)))
         publish(tmp, final)
-        return _write(final.parent, kept + [entry])
+        return _write(folder, kept + [{**entry, "companions": listed} if listed else entry])
+
+
+def companion_record(name: str, path: Path) -> dict:
+    return {"file": name, "sha256": sha256(path), "size_bytes": path.stat().st_size}
 
 
 def remove_artifact(final: Path) -> None:
-    """Drop ``final``'s entry from the manifest, then remove the file."""
+    """Drop ``final``'s entry from the manifest, then remove the file and the companions no other entry lists."""
     if not final.parent.is_dir():
         return
     with folder_lock(final.parent):
-        _without(final.parent, {final.name})
+        entries = read_manifest(final.parent)["artifacts"]
+        kept = _without(final.parent, {final.name})
         check_target(final)
         final.unlink(missing_ok=True)
+        _remove_orphans(final.parent, kept, set(_names(entries)))
 
 
-def _plain_name(name) -> bool:
+def _companions(entry: dict) -> list[dict]:
+    found = entry.get("companions")
+    return [c for c in found if isinstance(c, dict) and plain_name(c.get("file"))] if isinstance(found, list) else []
+
+
+def _names(entries: list[dict]) -> list[str]:
+    return [c["file"] for e in entries for c in _companions(e)]
+
+
+def _remove_orphans(folder: Path, entries: list[dict], names: set[str]) -> None:
+    """Remove the companion files among ``names`` that no entry of ``entries`` lists (nor names as an artifact)."""
+    needed = set(_names(entries)) | {e["file"] for e in entries}
+    for name in names - needed:
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def plain_name(name) -> bool:
     """A manifest lists files of its own folder only: a name, never a path (``../x``) or something odd."""
     return isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name and Path(name).name == name

@@ -17,14 +17,16 @@ ELEMENT_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6
                  9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
 
 
-def read_onnx(path: str | os.PathLike):
-    """Load and check an ONNX file, or say plainly why it cannot be used."""
+def read_onnx(path: str | os.PathLike, *, weights: bool = True):
+    """Load and check an ONNX file, or say plainly why it cannot be used. ``weights=False`` reads the graph
+    alone (external weight files are not opened; initializers keep their shapes), for what only looks at it."""
     import onnx
 
     path = regular_file(path, "ONNX file")
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        model = onnx.load(str(path), load_external_data=weights)
+        if weights:
+            onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - protobuf and checker errors alike mean a bad file
         raise InputError(f"{path} is not a valid ONNX model ({first_line(exc)}); the file may be truncated or corrupt: re-export it") from exc
     if not model.graph.node and not model.graph.output:
@@ -104,3 +106,49 @@ def all_nodes(graph):
                 yield from all_nodes(attr.g)
             for sub in attr.graphs:
                 yield from all_nodes(sub)
+
+
+#: Ops that pass integer ids on with their values unchanged: followed from a graph input to the table it indexes.
+_ID_PASSING_OPS = {"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def index_table_rows(model) -> dict[str, int]:
+    """For each graph input whose values index a constant table, the table's row count: its values must lie in
+    ``[0, rows)`` (the vocabulary of ``input_ids``, the 2 segments of ``token_type_ids``).
+
+    Found where the input (through Cast/Reshape/... nodes) is the indices of a Gather on an initializer or a
+    Constant (also one behind a DequantizeLinear: a weight-only INT8 table), or the ids of onnxruntime's fused
+    EmbedLayerNormalization (Optimum's optimized exports). An input indexing several tables gets the smallest.
+    """
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            shapes[node.output[0]] = list(node.attribute[0].t.dims)
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in model.graph.node:  # a quantized table: DequantizeLinear(table, scale, zero point) keeps its shape
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in shapes:
+            shapes[node.output[0]] = shapes[node.input[0]]
+    rows: dict[str, int] = {}
+    for spec in graph_input_specs(model):
+        found = []
+        names, seen = [spec.name], set()
+        while names:
+            name = names.pop()
+            seen.add(name)
+            for node in consumers.get(name, ()):
+                if node.op_type in _ID_PASSING_OPS and node.input[0] == name:
+                    names += [o for o in node.output if o not in seen]
+                elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name and node.input[0] in shapes:
+                    dims = shapes[node.input[0]]
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    if dims and -len(dims) <= axis < len(dims):
+                        found.append(dims[axis])
+                elif node.op_type == "EmbedLayerNormalization":  # inputs: ids, segment ids, word/position/segment tables
+                    table = {0: 2, 1: 4}.get(list(node.input).index(name))
+                    if table is not None and len(node.input) > table and shapes.get(node.input[table]):
+                        found.append(shapes[node.input[table]][0])
+        if found and min(found) > 0:
+            rows[spec.name] = int(min(found))
+    return rows

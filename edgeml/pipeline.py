@@ -7,20 +7,24 @@ like a finished artifact, and a manifest that lists only files present with thei
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import random_feeds, read_feeds
+from .data import check_sizes, describe_feeds, generated_origin, input_meta, parse_shapes, random_feeds, read_feeds
 from .errors import CheckFailed, ExportError, InputError, first_line, no_such_file
 from .files import check_target, sha256, temp_path
 from .inspection import inspect_model
 from .manifest import MANIFEST_NAME, install, manifest_entry, read_manifest, remove_artifact
+from .model_meta import TASKS, ModelMeta
 from .sources import load_source
 from .sources.base import SourceModel
-from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, check_tolerances, compare
+from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, attention_mask_input, check_tolerances, compare
 
 TARGETS = ("onnx",)
 #: Samples generated for the check when no --data is given.
@@ -64,13 +68,21 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
             dynamic_batch: bool = False, sample=None, data=None, model_class: str | None = None,
             model_kwargs: dict | str | None = None, trust_pickle: bool = False, optimize: bool = True,
             check: bool = True, atol: float | None = None, rtol: float | None = None, opset: int | None = None,
-            name: str | None = None, int8=False, progress: Callable[[str], None] | None = None) -> ConvertResult:
-    """Convert ``model`` (an object or a file) to checked artifacts in ``output_dir``.
+            name: str | None = None, int8=False, progress: Callable[[str], None] | None = None,
+            task: str | None = None, trust_remote_code: bool = False, shapes: Mapping[str, int] | None = None,
+            fuse: bool = True) -> ConvertResult:
+    """Convert ``model`` (an object, a file, or a Hugging Face folder) to checked artifacts in ``output_dir``.
 
     ``inputs``: specs like ``"x:1x3x224x224"``; ``sample``: rows (file or DataFrame) giving a scikit-learn
-    model's columns; ``data``: a .npy/.npz/.csv of real inputs for the check (else generated, seed 0).
-    ``int8``: True for dynamic INT8, or ``Int8Options(calib=...)`` for static INT8 from calibration data;
-    writes ``NAME.int8.onnx`` beside the FP32 artifact once it passes the accuracy gate.
+    model's columns; ``data``: a .npy/.npz/.csv of real inputs for the check (else generated, seed 0), and for
+    the INT8 gate when ``int8`` names no eval data. ``int8``: True for dynamic INT8, or
+    ``Int8Options(calib=...)`` for static INT8 from calibration data; writes ``NAME.int8.onnx`` beside the FP32
+    artifact once it passes the accuracy gate.
+    ``task``: what the model does (``model_meta.TASKS``), stored in the artifact; for a Hugging Face folder it
+    picks the head (default: from its config). ``trust_remote_code``: let a Hugging Face config's ``auto_map``
+    run its own code. ``shapes``: sizes of symbolic dims in generated check inputs, e.g. ``{"sequence": 128}``.
+    ``fuse``: apply onnxruntime's transformer fusions (Attention, SkipLayerNormalization...) where they match;
+    the artifact then needs onnxruntime, not any ONNX runtime.
     Raises CheckFailed (exit 1) when an artifact does not match its source, unless ``check=False``.
     """
     say = progress or (lambda message: None)
@@ -80,48 +92,93 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
         raise no_such_file(data, "data file or folder")
     if name is not None and (not name or Path(name).name != name or name.startswith(".")):
         raise InputError(f"--name {name!r} must be a plain file name without folders; use -o for the folder")
+    if task is not None and task not in TASKS:
+        raise InputError(f"unknown --task {task!r}; use one of: {', '.join(TASKS)}")
+    shapes = parse_shapes(shapes)
     if int8:
         from .calibration.int8 import Int8Options
 
         int8 = int8 if isinstance(int8, Int8Options) else Int8Options()
+        if data is not None and int8.eval_data is None and not isinstance(data, Mapping):
+            int8 = dataclasses.replace(int8, eval_data=data)  # the user's real inputs judge the INT8 model too
         int8.validate()
     output_dir = Path(output_dir)
     read_manifest(output_dir)  # a folder that cannot hold a manifest fails now, not after the export
     source = load_source(model, inputs=inputs, dynamic_batch=dynamic_batch, sample=sample, model_class=model_class,
-                         model_kwargs=model_kwargs, trust_pickle=trust_pickle)
+                         model_kwargs=model_kwargs, trust_pickle=trust_pickle, task=task,
+                         trust_remote_code=trust_remote_code)
+    if int8 and shapes and int8.shapes is None:
+        int8 = dataclasses.replace(int8, shapes=shapes)  # the gate's generated inputs are sized as the check's
+    if source.meta is None:
+        source.meta = ModelMeta(task=task)
+    elif task is not None:
+        source.meta.task = task
+    check_sizes(source.inputs, shapes, source.meta,
+                batch_fix=f"the check runs {CHECK_SAMPLES} generated samples, or the rows of --data")
     if int8 and source.kind == "sklearn":
         raise InputError("--int8 applies to neural networks: scikit-learn models convert to ai.onnx.ml operators, "
                          "which have no INT8 form; drop --int8")
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")
     for note in source.notes:
         say(note)
-    stem = name or (Path(source.path).stem if source.path else "model")
+    stem = name or (_source_stem(Path(source.path)) if source.path else "model")
     fp32_final, int8_final = output_dir / f"{stem}.onnx", output_dir / f"{stem}.int8.onnx"
     for final in (fp32_final, int8_final) if int8 else (fp32_final,):
         check_target(final)
     artifacts = []
+    unfused = None
     if "onnx" in targets:
-        artifacts.append(_build_onnx(source, fp32_final, optimize, check, data, atol, rtol, opset, say))
+        fp32, unfused = _build_onnx(source, fp32_final, Steps(optimize, fuse, check, opset, shapes), data, atol, rtol, say)
+        artifacts.append(fp32)
     if int8:
         # Built from the previous FP32 model, the old INT8 file must not outlive a failed rebuild.
         remove_artifact(int8_final)
-        artifacts.append(_build_int8(artifacts[0], int8_final, int8, source, say))
+        artifacts.append(_build_int8(artifacts[0], int8_final, int8, source, say, unfused))
     return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
 
 
-def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say) -> Artifact:
-    """The INT8 step writes its file itself: into a private folder beside ``final``, then installed."""
+@dataclass
+class Steps:
+    """How the FP32 artifact is made and checked."""
+
+    optimize: bool = True
+    fuse: bool = True
+    check: bool = True
+    opset: int | None = None
+    shapes: dict = field(default_factory=dict)
+
+
+def _source_stem(path: Path) -> str:
+    """An artifact's name from its source: a file's stem, a folder's whole name (``all-MiniLM-L6-v2``)."""
+    return path.resolve().name if path.is_dir() else path.stem
+
+
+def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, unfused=None) -> Artifact:
+    """The INT8 step writes its file itself: into a private folder beside ``final``, then installed.
+
+    ``unfused``: the FP32 graph before onnxruntime's fusions, when the artifact has them; it is what gets
+    quantized, since onnxruntime's quantizer leaves a fused Attention in FP32 (the two compute the same)."""
     from .calibration.int8 import build_int8
     from .spec import TensorSpec
 
     specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
     with temp_path(final, folder=True) as staging:
-        built = staging / final.name
-        report = build_int8(fp32.path, built, specs, options, say)
-        return _install(Artifact(final, "onnx", None, {"quantization": report}), built, source)
+        built, start = staging / final.name, fp32.path
+        if unfused is not None:
+            import onnx
+
+            start = staging / "unfused.onnx"
+            onnx.save_model(unfused, str(start))
+        tokenizer = next((fp32.path.parent / name for name in fp32.record.get("companions", ())), None)
+        report = build_int8(start, built, specs, options, say, tokenizer)
+        # The INT8 model reads the FP32 one's tokenizer (its metadata is copied): listed with it, not copied again.
+        companions = {name: fp32.path.parent / name for name in fp32.record.get("companions", ())}
+        return _install(Artifact(final, "onnx", None, {"quantization": report}), built, source, companions)
 
 
-def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, data, atol, rtol, opset, say) -> Artifact:
+def _build_onnx(source: SourceModel, final: Path, steps: Steps, data, atol, rtol, say):
+    """The checked FP32 artifact, and its graph before onnxruntime's fusions when they applied (else None)."""
+    from .model_meta import write_meta
     from .onnx_graph import align_inputs, opsets
 
     if source.path and final.resolve() == Path(source.path).resolve():
@@ -129,16 +186,30 @@ def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, d
     previous = manifest_entry(final)
     if previous and previous.get("source") != source.to_record():
         say(f"replacing {final} (built before from {previous.get('source', {}).get('file') or 'an in-memory model'})")
-    proto, record = export_onnx(source, opset)
+    proto, record = export_onnx(source, steps.opset)
+    unfused = None
     say(f"exported with {record['exporter']}" + (f" (dynamo failed: {record['fallback_reason']})" if "fallback_reason" in record else ""))
-    if optimize:
-        from .converters.onnx_optimize import optimize_onnx
+    if steps.optimize:
+        from .converters.onnx_optimize import fuse_for_ort, optimize_onnx
 
         proto, record["optimizer"] = optimize_onnx(proto)
         opt = record["optimizer"]
         say(f"optimized with onnxslim: {opt['nodes_before']} -> {opt['nodes_after']} nodes" if opt["applied"]
             else f"not optimized: {opt['reason']}; kept the exported graph")
+        if steps.fuse and source.kind == "torch":
+            unfused = proto
+            proto, record["fusion"] = fuse_for_ort(proto)
+            if record["fusion"]["applied"]:
+                fused = ", ".join(f"{n} {op}" for op, n in record["fusion"]["fused"].items())
+                say(f"fused for onnxruntime: {fused} (com.microsoft ops: the artifact needs onnxruntime; --no-fuse "
+                    "keeps plain ONNX)")
+            elif record["fusion"]["reason"] != "nothing to fuse":
+                say(f"not fused: {record['fusion']['reason']}")
+    if not record.get("fusion", {}).get("applied"):
+        unfused = None
     problems = align_inputs(proto, source.inputs)
+    if unfused is not None:
+        align_inputs(unfused, source.inputs)
     if problems:
         raise ExportError(
             f"{'; '.join(problems)}: the model's code fixes that size (e.g. a reshape to a constant, or a Python int "
@@ -149,25 +220,38 @@ def _build_onnx(source: SourceModel, final: Path, optimize: bool, check: bool, d
     import onnx
 
     record["opset"] = opsets(proto)
+    meta = dataclasses.replace(source.meta)
     with temp_path(final, folder=True) as staging:
+        companions = {}
+        if source.tokenizer:
+            meta.tokenizer = f"{final.name.removesuffix('.onnx')}.tokenizer.json"
+            companions[meta.tokenizer] = staging / meta.tokenizer
+            shutil.copyfile(source.tokenizer, companions[meta.tokenizer])
+            record["companions"] = sorted(companions)
+        for graph in [g for g in (proto, unfused) if g is not None]:
+            write_meta(graph, meta)
         built = staging / final.name
         onnx.save_model(proto, str(built))
-        result = _check(source, built, record, data, atol, rtol, say) if check else None
+        result = _check(source, built, record, data, atol, rtol, steps.shapes, say) if steps.check else None
         if result is not None and not result.passed:
-            raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for debugging)", result)
-        if not check:
+            fused = " or --no-fuse to build it without onnxruntime's fusions" if record.get("fusion", {}).get("applied") else ""
+            raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for "
+                              f"debugging{fused})", result)
+        if not steps.check:
             say("check skipped (--no-check): the artifact is unverified")
-        return _install(Artifact(final, "onnx", result, record), built, source)
+        return _install(Artifact(final, "onnx", result, record), built, source, companions), unfused
 
 
-def _install(artifact: Artifact, built: Path, source: SourceModel) -> Artifact:
-    """Describe the artifact built in its private folder, move it into place and list it in the manifest."""
+def _install(artifact: Artifact, built: Path, source: SourceModel, companions: Mapping[str, Path] | None = None) -> Artifact:
+    """Describe the artifact built in its private folder, move it into place and list it in the manifest, with
+    the files it needs beside it (``companions``: name -> the file, in the private folder or already in place)."""
     artifact.info = {**inspect_model(built), "file": str(artifact.path)}
-    install(built, artifact.path, _artifact_record(artifact, source, built))
+    install(built, artifact.path, _artifact_record(artifact, source, built), companions)
     return artifact
 
 
-def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, say) -> CheckResult:
+def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, shapes, say) -> CheckResult:
+    from .calibration.sources import is_text_file
     from .runtimes.onnxrt import OnnxRuntime
 
     try:
@@ -177,13 +261,20 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
             f"onnxruntime cannot load what {record['exporter']} produced ({first_line(exc.__cause__ or exc)}); "
             "the model uses something the exporter or onnxruntime does not support"
         ) from exc
-    feeds, origin = check_inputs(source, data)
+    meta = input_meta(candidate)  # what convert wrote, completed from the graph (the tables token ids index)
+    text = None
+    if is_text_file(data):  # sentences, tokenized by the artifact's own tokenizer
+
+        text = functools.partial(candidate.text_encoder, length=candidate.text_encoder.sequence_length(shapes))
+    feeds, origin = check_inputs(source, data, shapes, meta, text)
     if origin.startswith("generated") and source.kind == "sklearn":
         say("checking on generated N(0, 1) inputs: give --sample or --data with real rows for a check that means more")
     allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
+    mask = attention_mask_input(candidate.inputs, meta)
     with candidate:
         result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
-                         inputs_from=origin)
+                         inputs_from=origin, mask_input=mask, classifier=meta.is_classifier if meta.task else None)
+    result.inputs = describe_feeds(feeds, origin)
     say(result.summary())
     return result
 
@@ -203,8 +294,11 @@ def export_onnx(source: SourceModel, opset: int | None):
     return source.model, {"exporter": "none (ONNX source)"}
 
 
-def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
-    """Inputs for the check: --data, else the --sample rows, else generated from the specs (seed 0).
+def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = None,
+                 meta: ModelMeta | None = None, text=None) -> tuple[dict, str]:
+    """Inputs for the check: --data, else the --sample rows, else generated from the specs (seed 0), with
+    ``shapes`` sizing their symbolic dims and ``meta`` saying what token inputs hold (``data.random_feeds``).
+    ``text``: the tokenizer that turns a ``.txt`` --data's sentences into inputs.
 
     Generated inputs number CHECK_SAMPLES rounded up to a multiple of a fixed batch. Given inputs must
     be finite: on NaN or Inf a model computes NaN or Inf, which no comparison can vouch for. NaN is a
@@ -213,7 +307,7 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
     if isinstance(data, Mapping):
         feeds, origin = {k: np.asarray(v) for k, v in data.items()}, "given arrays"
     elif data is not None:
-        feeds, origin = read_feeds(data, source.inputs), f"from {data}"
+        feeds, origin = read_feeds(data, source.inputs, text=text), f"from {data}"
     elif source.sample is not None:
         feeds, origin = source.sample, "--sample rows"
     else:
@@ -223,7 +317,10 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
                              "be checked; export it with a batch of at least 1 (or a symbolic one)")
         step = fixed.shape[0] if fixed is not None else 1
         rows = -(-CHECK_SAMPLES // step) * step
-        return random_feeds([s.with_batch(rows) for s in source.inputs]), "generated, seed 0"
+        shapes = shapes or {}
+        specs = [s.with_batch(rows) for s in source.inputs]
+        sized = "".join(f"; {dim}={size}" for dim, size in sorted(shapes.items()))
+        return random_feeds(specs, sizes=shapes, meta=meta), generated_origin(specs, 0, meta) + sized
     for name, values in feeds.items():
         values = np.asarray(values)
         if values.dtype.kind not in "fc":
@@ -239,6 +336,7 @@ def check_inputs(source: SourceModel, data) -> tuple[dict, str]:
 def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> dict:
     """The manifest entry of ``artifact``, whose bytes are in ``content`` until it is installed."""
     info = artifact.info
+    meta = ModelMeta.from_props(info.get("metadata", {}))
     if "quantization" in artifact.record:
         check = {"status": "passed", "against": "the FP32 artifact", **artifact.record["quantization"]["accuracy"]}
     elif artifact.check is None:
@@ -257,4 +355,5 @@ def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> 
         "build": {k: v for k, v in artifact.record.items() if k != "opset"},
         "check": check,
         "source": source.to_record(),
+        **{key: value for key, value in (("task", meta.task), ("labels", meta.labels)) if value},
     }

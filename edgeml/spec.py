@@ -87,10 +87,11 @@ class TensorSpec:
             return self
         return TensorSpec(self.name, (batch, *self.shape[1:]), self.dtype)
 
-    def concrete_shape(self, batch: int = 1, other: int = 1) -> tuple[int, ...]:
-        """A shape to make data for: symbolic dims become ``batch`` (first axis) or ``other``."""
+    def concrete_shape(self, batch: int = 1, other: int = 1, batch_dims=()) -> tuple[int, ...]:
+        """A shape to make data for: symbolic dims become ``batch`` (the first axis, and dims named in
+        ``batch_dims``: ``batch_symbols`` of the model's inputs) or ``other``."""
         return tuple(
-            d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(self.shape)
+            d if isinstance(d, int) else (batch if i == 0 or d in batch_dims else other) for i, d in enumerate(self.shape)
         )
 
     def __str__(self) -> str:
@@ -199,12 +200,19 @@ def max_input_bytes() -> int:
     return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")
 
 
+def batch_symbols(specs: Iterable[TensorSpec]) -> set[str]:
+    """The names of the inputs' symbolic first dims: a dim is named once per model, so such a symbol is the
+    batch on every axis it appears on (a recurrent state shaped 2 x batch x 128 beside x: batch x 576)."""
+    return {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
+
+
 def input_bytes(specs: Iterable[TensorSpec], batch: int = 1, other: int = 1) -> int:
     """Bytes that arrays for ``specs`` take, symbolic dims sized as in ``concrete_shape`` (text: 8 a value)."""
-    total = 0
+    specs = list(specs)
+    batch_dims, total = batch_symbols(specs), 0
     for spec in specs:
         size = spec.np_dtype.itemsize
-        for dim in spec.concrete_shape(batch, other):
+        for dim in spec.concrete_shape(batch, other, batch_dims):
             if dim < 0:
                 raise SpecError(f"input {spec.name!r} has shape {format_shape(spec.shape)}: dimension {dim} "
                                 "is not a size; the model file is malformed, re-export it")
@@ -213,11 +221,17 @@ def input_bytes(specs: Iterable[TensorSpec], batch: int = 1, other: int = 1) -> 
     return total
 
 
+def check_count(value, label: str) -> int:
+    """``value`` as a whole number >= 1 (a batch, a dim's size), or a SpecError naming ``label``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SpecError(f"the {label} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def check_input_bytes(specs: Sequence[TensorSpec], batch: int = 1, other: int = 1, what: str = "the inputs") -> int:
     """Refuse ``specs`` at this size above the limit, naming it and how to raise it; returns the bytes."""
-    for value, label in ((batch, "batch"), (other, "size of a symbolic dim")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise SpecError(f"the {label} must be a whole number >= 1, got {value!r}")
+    check_count(batch, "batch")
+    check_count(other, "size of a symbolic dim")
     size, limit = input_bytes(specs, batch, other), max_input_bytes()
     if size > limit:
         largest = max(specs, key=lambda s: input_bytes([s], batch, other))

@@ -4,6 +4,9 @@ For each output: max absolute and relative error, cosine similarity, and for lab
 agreeing labels (a disagreement where the reference's top two probabilities tie is counted as a tie,
 not a failure). Pass/fail uses per-precision tolerances, which the user can override.
 
+Sequence outputs of a model with an attention mask can be compared on real tokens only (``mask_input``):
+padding positions compute values nobody reads, and a quantized model may change them freely.
+
 Outputs are paired by name when both models name them alike, else by position. Every sample is run,
 also when a fixed batch does not divide their number. A check never passes on values it cannot
 compare: an output where the reference computes NaN or Inf fails (NaN == NaN says nothing of the
@@ -40,6 +43,7 @@ class OutputCheck:
     max_abs: float | None = None
     max_rel: float | None = None
     cosine: float | None = None
+    min_row_cosine: float | None = None  # the lowest cosine of one sample's values (over its real tokens)
     label_agreement: float | None = None
     ties: int = 0
     top1_agreement: float | None = None
@@ -57,6 +61,7 @@ class CheckResult:
     samples: int
     inputs_from: str
     outputs: list[OutputCheck] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # the shapes and dtypes compared on (data.describe_feeds)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,13 +112,16 @@ def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 
 def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *, precision: str = "fp32",
             atol: float | None = None, rtol: float | None = None, row_allowance: float = 0.0,
-            inputs_from: str = "given") -> CheckResult:
+            inputs_from: str = "given", mask_input: str | None = None, classifier: bool | None = None) -> CheckResult:
     """Run both models on ``inputs`` and compare their outputs, by name where both sides use the same
     names, else in order.
 
     ``reference`` and ``candidate`` are Runtimes (or paths, loaded with ``edgeml.load``). ``row_allowance``:
     the share of rows (samples) that may be off tolerance and still pass; each check reports how many were.
     An output fails where the reference gives NaN or Inf: give inputs on which the source computes numbers.
+    ``mask_input``: the attention-mask input; outputs whose dims include the mask's (matched by dim name) are
+    compared where the mask is non-zero only. ``classifier``: False for models whose float outputs are not
+    class scores (no top-1 agreement is reported for them); None reports it for every 2-D float output.
     """
     from .runtimes import load
 
@@ -124,12 +132,20 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
         raise InputError(f"unknown precision {precision!r}; use one of {', '.join(TOLERANCES)}")
     reference = load(reference) if isinstance(reference, (str, os.PathLike)) else reference
     candidate = load(candidate) if isinstance(candidate, (str, os.PathLike)) else candidate
+    masks = output_masks(reference, inputs, mask_input) if mask_input is not None else {}
+    return compare_outputs(run_all(reference, inputs), run_all(candidate, inputs), sample_count(inputs),
+                           precision=precision, atol=atol, rtol=rtol, row_allowance=row_allowance,
+                           inputs_from=inputs_from, masks=masks, classifier=classifier)
+
+
+def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], samples: int, *,
+                    precision: str = "fp32", atol: float | None = None, rtol: float | None = None,
+                    row_allowance: float = 0.0, inputs_from: str = "given", masks: Mapping | None = None,
+                    classifier: bool | None = None) -> CheckResult:
+    """``compare`` on outputs already computed; ``masks``: what ``output_masks`` gives."""
     default_atol, default_rtol, min_agreement = TOLERANCES[precision]
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
-    expected = run_all(reference, inputs)
-    got = run_all(candidate, inputs)
-    samples = sample_count(inputs)
     result = CheckResult(True, precision, atol, rtol, samples, inputs_from)
     if len(expected) != len(got):
         result.passed = False
@@ -139,13 +155,65 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
              else [(name, ref, cand) for (name, ref), cand in zip(expected.items(), got.values())])
     probabilities = next((np.asarray(v) for v in expected.values() if np.asarray(v).dtype.kind == "f" and np.ndim(v) == 2), None)
     for name, ref, cand in pairs:
-        check = _compare_one(name, np.asarray(ref), np.asarray(cand), atol, rtol, min_agreement, probabilities, row_allowance)
+        check = _compare_one(name, np.asarray(ref), np.asarray(cand), atol, rtol, min_agreement, probabilities,
+                             row_allowance, (masks or {}).get(name), classifier)
         result.outputs.append(check)
         result.passed &= check.passed
     return result
 
 
-def _compare_one(name, ref, cand, atol, rtol, min_agreement, probabilities, row_allowance) -> OutputCheck:
+def attention_mask_input(specs, meta=None) -> str | None:
+    """The input holding the attention mask: the one whose role (``ModelMeta.roles``, else its name:
+    ``data.infer_role``) says so."""
+    from .data import infer_role
+
+    roles = getattr(meta, "roles", None) or {}
+    return next((s.name for s in specs if (roles.get(s.name) or infer_role(s)) == "attention_mask"), None)
+
+
+def output_masks(reference, inputs: Mapping[str, np.ndarray], mask_input: str) -> dict[str, tuple]:
+    """output name -> (mask, axes): the outputs whose shape holds the mask's (batch, sequence) dims, found by
+    dim name, with where they hold them. Outputs without both (a pooled embedding, logits) are not masked."""
+    mask = np.asarray(inputs[mask_input]) != 0
+    spec = next((s for s in reference.inputs if s.name == mask_input), None)
+    if spec is None or mask.ndim != 2:
+        return {}
+    dims = [d if isinstance(d, str) else None for d in spec.shape]
+    if None in dims:
+        return {}
+    found = {}
+    for out in reference.outputs:
+        names = [d if isinstance(d, str) else None for d in out.shape]
+        if all(d in names for d in dims):
+            found[out.name] = (mask, tuple(names.index(d) for d in dims))
+    return found
+
+
+def valid_positions(shape, mask_axes) -> np.ndarray | None:
+    """A boolean array of ``shape``, True on real tokens, or None when the output is not masked."""
+    if mask_axes is None:
+        return None
+    mask, axes = mask_axes
+    if mask.shape != tuple(shape[a] for a in axes):
+        return None
+    order = np.argsort(axes)  # the mask's dims in the order the output holds them
+    expanded = mask.transpose(order).reshape([shape[a] if a in axes else 1 for a in range(len(shape))])
+    return np.broadcast_to(expanded, shape)
+
+
+def row_cosines(ref: np.ndarray, cand: np.ndarray, real: np.ndarray | None = None) -> np.ndarray:
+    """The cosine of each sample's values (first axis), over its real positions; 1 where both are all zero."""
+    rows = len(ref)
+    keep = np.ones(ref.shape, bool) if real is None else real
+    r = np.where(keep, ref, 0).reshape(rows, -1).astype(np.float64)
+    c = np.where(keep, cand, 0).reshape(rows, -1).astype(np.float64)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(c, axis=1)
+    same = np.array([np.allclose(a, b) for a, b in zip(r, c)], dtype=np.float64)
+    return np.where(norms > 0, (r * c).sum(axis=1) / np.where(norms > 0, norms, 1), same)
+
+
+def _compare_one(name, ref, cand, atol, rtol, min_agreement, probabilities, row_allowance, mask_axes=None,
+                 classifier=None) -> OutputCheck:
     check = OutputCheck(name)
     if ref.shape != cand.shape:
         if ref.size != cand.size:
@@ -169,24 +237,33 @@ def _compare_one(name, ref, cand, atol, rtol, min_agreement, probabilities, row_
         return check
     r = ref.astype(np.float64)
     c = cand.astype(np.float64)
+    valid = valid_positions(r.shape, mask_axes)
+    real = valid if valid is not None else np.ones(r.shape, bool)
     for values, reason in ((r, "the reference gives {} NaN/Inf value(s): they cannot be compared; check on inputs "
                                "where the source computes finite outputs"),
                            (c, "the artifact gives {} NaN/Inf value(s) where the reference has numbers")):
-        count = int((~np.isfinite(values)).sum())
+        count = int((~np.isfinite(values) & real).sum())
         if count:
             check.passed, check.reason = False, reason.format(count)
             return check
-    diff = np.abs(c - r)
+    diff = np.where(real, np.abs(c - r), 0.0)
     check.max_abs = float(diff.max()) if diff.size else 0.0
     # Relative error where the reference is not ~0: below atol a relative error says nothing.
-    significant = np.abs(r) > atol
+    significant = (np.abs(r) > atol) & real
     check.max_rel = float((diff[significant] / np.abs(r[significant])).max()) if significant.any() else 0.0
-    rn, cn = r.ravel(), c.ravel()
+    rn, cn = r[real], c[real]
     norms = np.linalg.norm(rn) * np.linalg.norm(cn)
     check.cosine = float(rn @ cn / norms) if norms > 0 else float(np.allclose(rn, cn))
-    if r.ndim == 2 and r.shape[1] > 1:
-        check.top1_agreement = float((r.argmax(axis=1) == c.argmax(axis=1)).mean())
-    bad = diff > atol + rtol * np.abs(r)
+    # A sample of one value has a cosine of +-1 whatever its error: such outputs (a regression head's) are
+    # judged by the cosine of the whole column instead.
+    per_sample = r.ndim and len(r) and r.size // len(r) >= 2
+    check.min_row_cosine = float(row_cosines(r, c, real).min()) if per_sample else check.cosine
+    if r.ndim >= 2 and r.shape[-1] > 1 and (classifier or (classifier is None and r.ndim == 2)):
+        # class scores on the last axis: one prediction per row (per real token for token classifiers)
+        same = r.argmax(axis=-1) == c.argmax(axis=-1)
+        scored = real.all(axis=-1) if valid is not None else np.ones(same.shape, bool)
+        check.top1_agreement = float(same[scored].mean()) if scored.any() else 1.0
+    bad = (diff > atol + rtol * np.abs(r)) & real
     rows = len(bad) if bad.ndim else 1
     check.rows_off = int(bad.reshape(rows, -1).any(axis=1).sum()) if bad.size else 0
     if check.rows_off > row_allowance * rows:

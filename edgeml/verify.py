@@ -1,6 +1,7 @@
 """``edgeml.verify``: does an output folder hold what its manifest says, and nothing half-written?
 
-Checks every listed file (present, a regular file, size and sha256 as listed, a loadable ONNX model),
+Checks every listed file (present, a regular file, size and sha256 as listed, a loadable ONNX model) and the
+companions each entry lists (a tokenizer beside its artifact),
 ONNX files the manifest does not list, and temporary files left by a killed writer. It holds the
 folder's lock while it looks (where it may write there), so a convert running meanwhile is seen
 before or after one of its steps, never in the middle.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .errors import InputError, no_such_file
 from .files import kind_of, process_alive, sha256, temp_owner
-from .manifest import MANIFEST_NAME, folder_lock, read_manifest
+from .manifest import MANIFEST_NAME, folder_lock, plain_name as _plain, read_manifest
 
 
 @dataclass
@@ -89,24 +90,36 @@ def _verify(folder: Path) -> VerifyResult:
 
 
 def _check_entry(folder: Path, entry: dict) -> str | None:
-    """What is wrong with one listed file, or None."""
+    """What is wrong with one listed file and its companions, or None."""
+    problem = _check_file(folder, entry)
+    companions = entry.get("companions", [])
+    if problem or not companions:
+        return problem
+    if not isinstance(companions, list) or not all(isinstance(c, dict) and _plain(c.get("file")) for c in companions):
+        return f"{entry['file']}: its companions are not a list of files of this folder; convert again"
+    problems = [p for p in (_check_file(folder, c, f"{entry['file']} needs ") for c in companions) if p]
+    return "; ".join(problems) or None
+
+
+def _check_file(folder: Path, entry: dict, prefix: str = "") -> str | None:
+    """What is wrong with one listed file (an artifact or a companion), or None."""
     name = entry["file"]
     path = folder / name
     digest, size = entry.get("sha256"), entry.get("size_bytes")
     if not isinstance(digest, str) or not isinstance(size, int):
-        return f"{name}: its entry has no sha256 or size_bytes; convert again"
+        return f"{prefix}{name}: its entry has no sha256 or size_bytes; convert again"
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            return f"{name}: a {kind_of(info.st_mode)}, not a regular file"
+            return f"{prefix}{name}: a {kind_of(info.st_mode)}, not a regular file"
         if info.st_size != size:
-            return f"{name}: {info.st_size} bytes, the manifest says {size}: the file changed after it was built"
+            return f"{prefix}{name}: {info.st_size} bytes, the manifest says {size}: the file changed after it was built"
         if sha256(path) != digest:
-            return f"{name}: sha256 differs from the manifest's: the file changed after it was built"
+            return f"{prefix}{name}: sha256 differs from the manifest's: the file changed after it was built"
     except FileNotFoundError:
-        return f"{name}: listed in {MANIFEST_NAME} but missing"
+        return f"{prefix}{name}: listed in {MANIFEST_NAME} but missing"
     except OSError as exc:
-        return f"{name}: cannot be read ({exc.strerror})"
+        return f"{prefix}{name}: cannot be read ({exc.strerror})"
     if name.lower().endswith(".onnx"):
         from .onnx_graph import read_onnx
 

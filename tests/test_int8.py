@@ -136,8 +136,9 @@ def targets_built(digits_files):
 
 
 def _saturation_probes(folder: Path) -> list[Path]:
-    """Two models whose exact result is EXACT: uint8 255 times int8 127 over 64 terms, as dynamic INT8 writes
-    it (MatMulInteger) and as static INT8 does (DequantizeLinear pairs around a MatMul)."""
+    """Models whose exact result is EXACT: uint8 255 times int8 127 over 64 terms, as dynamic INT8 writes
+    it (MatMulInteger, with one weight zero point or one per output column as per-channel weights have) and
+    as static INT8 does (DequantizeLinear pairs around a MatMul)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -153,6 +154,8 @@ def _saturation_probes(folder: Path) -> list[Path]:
     return [
         save("dynamic", [helper.make_node("MatMulInteger", ["a", "w", "a_zp", "w_zp"], ["y"])], TensorProto.UINT8,
              TensorProto.INT32, [weights, *zeros]),
+        save("dynamic_per_channel", [helper.make_node("MatMulInteger", ["a", "w", "a_zp", "w_zps"], ["y"])],
+             TensorProto.UINT8, TensorProto.INT32, [weights, *zeros, numpy_helper.from_array(np.zeros(8, np.int8), "w_zps")]),
         save("static", [helper.make_node("DequantizeLinear", ["a", "one", "a_zp"], ["af"]),
                         helper.make_node("DequantizeLinear", ["w", "one", "w_zp"], ["wf"]),
                         helper.make_node("MatMul", ["af", "wf"], ["y"])], TensorProto.UINT8, TensorProto.FLOAT,
@@ -250,10 +253,14 @@ print(json.dumps({{"saturated": saturated, "outputs": outputs}}))
 def test_the_gate_computes_the_same_on_an_avx2_cpu_without_vnni(targets_built, digits_files, tmp_path):
     """The INT8 models the gate judged, run again as the gate runs them under qemu's Haswell model, where
     onnxruntime's own int8 kernels saturate (x86-vnni and tensorrt models lose 1.6 and 42 points of accuracy
-    there): the same outputs as here, so the same verdict."""
-    folder, _ = digits_files
+    there): the same outputs as here, so the same verdict. Dynamic INT8 too: 8-bit per-channel weights,
+    activations quantized at run time."""
+    folder, fp32 = digits_files
     np.save(tmp_path / "data.npy", np.load(folder / "test.npy")[:100])
     artifacts = {t: str(targets_built[t][0]) for t in ("x86-vnni", "tensorrt")}
+    dynamic = edgeml.convert(fp32, "onnx", tmp_path / "dynamic", int8=Int8Options(target="x86-vnni")).artifacts[1]
+    assert dynamic.record["quantization"]["recipe"]["weights"] == "int8 symmetric per channel"
+    artifacts["dynamic x86-vnni"] = str(dynamic.path)
     script = _JUDGE_ON_HASWELL.format(exact=EXACT)
     run = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", script, str(_saturation_probes(tmp_path)[0]),
                           str(tmp_path / "data.npy"), json.dumps(artifacts)],
@@ -287,7 +294,9 @@ def test_transformer_encoder_dynamic_int8(encoder, tmp_path):
     result = edgeml.convert(encoder, "onnx", tmp_path, inputs=["ids:1x16:int64"], dynamic_batch=True, int8=True)
     report = result.artifacts[1].record["quantization"]
     assert report["mode"] == "dynamic" and "method" not in report and report["accuracy"]["cosine"] >= 0.99
-    assert report["recipe"] == TARGETS["x86"].recipe(static=False) and not report["notes"]
+    recipe = dict(report["recipe"])
+    assert recipe.pop("embeddings").startswith("1 table(s) stored as 8-bit")  # the token embedding
+    assert recipe == TARGETS["x86"].recipe(static=False, per_channel=True) and not report["notes"]
     assert "MatMulInteger" in edgeml.inspect(result.artifacts[1].path)["ops"]
 
 
@@ -336,7 +345,8 @@ def test_a_python_function_as_the_source(digits, digits_files, tmp_path, monkeyp
     )
     monkeypatch.chdir(tmp_path)
     _, fp32 = digits_files
-    options = Int8Options(calib="loader.py:batches", calib_samples=96, eval_samples=64, max_accuracy_drop=5)
+    options = Int8Options(calib="loader.py:batches", calib_samples=96, eval_samples=64, max_accuracy_drop=5,
+                          task="classification")  # judged on label agreement: the CNN is a classifier
     result = edgeml.convert(fp32, "onnx", tmp_path / "out", int8=options)
     report = result.artifacts[1].record["quantization"]
     assert report["calibration_samples"] == 96 and report["accuracy"]["samples"] == 64
@@ -366,9 +376,11 @@ def test_gate_failure_exits_1_and_writes_no_int8(digits, tmp_path):
                       str(path))
     np.save(tmp_path / "calib.npy", X_train)
     out = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "build"), "--int8", "--calib",
-                                    str(tmp_path / "calib.npy"), "--max-accuracy-drop", "0"])
+                                    str(tmp_path / "calib.npy")])
     assert out.exit_code == 1, out.output
-    assert "accuracy gate" in out.output and "nothing written" in out.output and "--max-accuracy-drop" in out.output
+    assert "accuracy gate" in out.output and "nothing written" in out.output
+    # no task, no labels: judged on cosine, so the hint names the cosine floor and not the accuracy drop
+    assert "--min-cosine" in out.output and "--max-accuracy-drop" not in out.output
     assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["edgeml.json", "outlier.onnx"]
 
 
@@ -432,6 +444,9 @@ def test_options_are_checked_before_anything_is_exported(cnn, digits_files, tmp_
         "--int8-target tensorrt needs --calib": Int8Options(target="tensorrt"),
         "unknown --int8-target 'avx512'; use one of x86, x86-vnni, arm64, tensorrt": Int8Options(target="avx512"),
         "--max-accuracy-drop must be a number": Int8Options(max_accuracy_drop=float("nan")),
+        "--min-cosine must be a number in (0, 1]": Int8Options(min_cosine=1.5),
+        "unknown --task 'embedding'; use one of feature-extraction": Int8Options(task="embedding"),
+        "per_channel is True, False or None": Int8Options(per_channel="yes"),
         "--calib-samples must be a whole number >= 1": Int8Options(calib=folder / "calib.npz", calib_samples=0),
     }
     for message, options in cases.items():
@@ -459,4 +474,5 @@ def test_int8_errors(digits_files, tmp_path):
         edgeml.convert(fp32, "onnx", tmp_path / "n", int8=Int8Options(calib=tmp_path / "nan.npy"))
     with pytest.raises(CheckFailed):
         edgeml.convert(fp32, "onnx", tmp_path / "d", int8=Int8Options(calib=folder / "calib.npz", max_accuracy_drop=0,
-                                                                     calib_samples=2, max_rounds=0))
+                                                                     calib_samples=2, max_rounds=0,
+                                                                     task="classification"))

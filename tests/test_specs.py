@@ -24,7 +24,7 @@ from edgeml.cli import main
 from edgeml.data import random_feeds
 from edgeml.errors import EdgeMLError, InputError, SpecError
 from edgeml.runtimes.base import MAX_THREADS, check_threads
-from edgeml.spec import (DEFAULT_MAX_BYTES, DTYPE_ALIASES, MAX_BYTES_ENV, NUMPY_DTYPES, TensorSpec,
+from edgeml.spec import (DEFAULT_MAX_BYTES, DTYPE_ALIASES, MAX_BYTES_ENV, NUMPY_DTYPES, TensorSpec, batch_symbols,
                          format_shape, input_bytes, max_input_bytes, parse_spec, parse_specs)
 
 #: Deterministic (the same examples on every machine and run) and leaving no example database behind.
@@ -171,7 +171,7 @@ def test_the_estimate_is_what_random_feeds_makes(shapes, batch, other):
     specs = [TensorSpec(f"i{n}", tuple(shape), dtype) for n, (shape, dtype) in enumerate(shapes)]
     feeds = random_feeds(specs, batch=batch, other=other)
     for spec in specs:
-        assert feeds[spec.name].shape == spec.concrete_shape(batch, other)
+        assert feeds[spec.name].shape == spec.concrete_shape(batch, other, batch_symbols(specs))
         assert feeds[spec.name].dtype == spec.np_dtype
     assert input_bytes(specs, batch, other) == sum(a.nbytes for a in feeds.values())
 

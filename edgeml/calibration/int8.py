@@ -1,10 +1,11 @@
 """``--int8``: quantize a checked FP32 ONNX artifact, judge it against FP32, fall back layer by layer.
 
-The accuracy gate runs on held-out data (never the samples that calibrated): label agreement or, with
-labels, the accuracy drop in points for classifiers, cosine similarity otherwise. When the gate fails,
-the layers whose activations lose most (lowest SQNR between FP32 and Q/DQ) are kept in FP32 and the
-model is quantized again with the same ranges, a few rounds at most. An INT8 artifact that fails is
-never written; the report says why, in numbers.
+The accuracy gate runs on held-out data (never the samples that calibrated), real whenever the user gave
+any. A classifier (``--eval-labels``, ``--task``, or the artifact's task) is judged on labels: the accuracy
+drop in points with labels, else label agreement. Any other model is judged on cosine similarity: the
+lowest cosine of one sample's outputs, on real tokens only where the model takes an attention mask. When
+the gate fails, the layers that lose most (lowest SQNR) are kept in FP32 and the model is quantized again,
+a few rounds at most. An INT8 artifact that fails is never written; the report says why, in numbers.
 
 The recipe comes from the INT8 target (``targets.py``) and the gate computes with exact int8 arithmetic,
 so the file and the verdict are the same whichever CPU builds and judges. Only the quick latency is this
@@ -13,6 +14,7 @@ machine's, and the report says so.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import tempfile
 from collections import Counter
@@ -22,20 +24,25 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import random_feeds, read_feeds, sample_count, stack_samples
-from ..errors import CheckFailed, InputError
+from ..data import generated_origin, input_meta, random_feeds, read_feeds, sample_count, stack_samples
+from ..errors import CheckFailed, ExportError, InputError
 from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
+from ..model_meta import CLASSIFIER_TASKS, TASKS
 from ..readable import regular_file
 from ..spec import TensorSpec
-from .quantize import (METHODS, calibrate, check_finite, layer_sqnr, preprocess, quantize_dynamic, quantize_static,
-                       read_labels)
+from .quantize import (METHODS, OUTLIER_RATIO, calibrate, check_finite, layer_sqnr, mask_path, matmul_sqnr,
+                       preprocess, quantize_dynamic, quantize_static, read_labels, scale_rows)
 from .targets import DEFAULT_TARGET, INT32_DOT, JUDGED_WITH, Target, get_target, judging_runtime
 
 #: Generated inputs for judging a dynamic quantization when no --eval-data is given.
 GENERATED_EVAL_SAMPLES = 64
-#: Held-out samples used for the per-layer SQNR (activations of every layer are kept in memory).
+#: Samples used for the per-layer SQNR (activations of every layer are kept in memory): the evaluation
+#: samples INT8 damaged most.
 SQNR_SAMPLES = 8
+#: Generated samples that find the outlier channels of a token model's MatMul inputs (``scale_rows``):
+#: never the evaluation data, which judges the result.
+ROW_PROBE_SAMPLES = 16
 
 
 @dataclass
@@ -44,14 +51,18 @@ class Int8Options:
     calib_samples: int | None = 128
     method: str = "minmax"
     target: str = DEFAULT_TARGET  # the device's recipe: x86, x86-vnni, arm64, tensorrt (calibration.targets)
-    max_accuracy_drop: float = 1.0  # points of accuracy, or of label agreement without labels
-    min_cosine: float = 0.99
+    max_accuracy_drop: float = 1.0  # points of accuracy, or of label agreement without labels (classifiers)
+    min_cosine: float = 0.99  # the lowest cosine any sample's outputs may have (models that are not classifiers)
     eval_data: Any = None
     eval_labels: Any = None
     eval_samples: int = 256
     image: Any = None  # calibration.sources.ImageOptions for image folders
     seed: int = 0
     max_rounds: int = 3
+    task: str | None = None  # one of model_meta.TASKS; None: the artifact's own (ModelMeta), if it has one
+    shapes: dict | None = None  # sizes of symbolic dims in generated evaluation inputs, e.g. {"sequence": 128}
+    per_channel: bool | None = None  # INT8 weights per output channel; None: per channel, and for dynamic INT8
+    #                                  per tensor as well when per channel fails the gate
 
     def validate(self) -> "Int8Options":
         """Every option checked before anything is exported; --eval-labels are read here for the same reason."""
@@ -61,10 +72,15 @@ class Int8Options:
         if self.calib is None and not target.dynamic:
             raise InputError(f"--int8-target {target.name} needs --calib data: it builds INT8 from static Q/DQ "
                              "scales, which dynamic INT8 does not have")
-        if not (_real(self.max_accuracy_drop) and self.max_accuracy_drop >= 0 and _real(self.min_cosine)
-                and 0 < self.min_cosine <= 1):
-            raise InputError(f"--max-accuracy-drop must be a number >= 0 (points) and the cosine floor a number in "
-                             f"(0, 1], got {self.max_accuracy_drop!r} and {self.min_cosine!r}")
+        if not (_real(self.max_accuracy_drop) and self.max_accuracy_drop >= 0):
+            raise InputError(f"--max-accuracy-drop must be a number >= 0 (points), got {self.max_accuracy_drop!r}")
+        if not (_real(self.min_cosine) and 0 < self.min_cosine <= 1):
+            raise InputError(f"--min-cosine must be a number in (0, 1], e.g. 0.99, got {self.min_cosine!r}")
+        if self.task is not None and self.task not in TASKS:
+            raise InputError(f"unknown --task {self.task!r}; use one of {', '.join(TASKS)}")
+        if self.per_channel not in (None, True, False):
+            raise InputError(f"per_channel is True, False or None (try per channel, then per tensor), got "
+                             f"{self.per_channel!r}")
         for flag, value, least in (("--calib-samples", self.calib_samples, 1), ("eval_samples", self.eval_samples, 1),
                                    ("max_rounds", self.max_rounds, 0), ("seed", self.seed, 0)):
             if not (value is None and flag == "--calib-samples") and not (_whole(value) and value >= least):
@@ -90,71 +106,131 @@ def _whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+@dataclass
+class _Gate:
+    """How INT8 is judged against FP32: fixed once per build."""
+
+    feeds: dict
+    origin: str
+    labels: Any
+    classifier: bool  # judged on labels: --eval-labels, --task or the artifact's task says it is a classifier
+    judge_labels: bool  # False on generated inputs, where labels mean little: cosine then
+    mask_input: str | None
+
+
 def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Options,
-               say: Callable[[str], None]) -> dict:
+               say: Callable[[str], None], tokenizer: Path | None = None) -> dict:
     """Quantize ``fp32`` into ``final``; returns the quantization report (raises CheckFailed if the gate fails).
 
+    ``tokenizer``: the model's tokenizer.json, which turns ``.txt`` calibration or evaluation sentences into
+    inputs (default: the one ``fp32``'s metadata names, beside it).
     Every temporary file lives in a private folder, removed on success, failure and Ctrl-C."""
+    from ..validate import attention_mask_input
+    from .sources import is_text_file
+
     options.validate()
     target = get_target(options.target)
     static = options.calib is not None
     labels = read_labels(options.eval_labels) if options.eval_labels is not None else None
+    meta = input_meta(fp32)
+    task = options.task or meta.task
+    sizes = dict(options.shapes or {})
+    text = None
+    if is_text_file(options.calib) or is_text_file(options.eval_data):
+        from ..text import TextEncoder
+
+        if tokenizer is None and meta.tokenizer:
+            tokenizer = fp32.parent / meta.tokenizer
+        if tokenizer is None:
+            raise InputError(f"{options.calib if is_text_file(options.calib) else options.eval_data}: sentences need "
+                             "the model's tokenizer; convert from a Hugging Face folder with a tokenizer.json")
+        encoder = TextEncoder(tokenizer, specs, meta)
+        text = functools.partial(encoder, length=encoder.sequence_length(sizes))
     with tempfile.TemporaryDirectory(prefix="work-", dir=final.parent) as folder:  # in the swept staging folder
         workdir = Path(folder)
         pre = workdir / "preprocessed.onnx"
         report: dict[str, Any] = {"mode": "static" if static else "dynamic", "target": target.name,
-                                  "recipe": target.recipe(static), "judged_with": JUDGED_WITH, "notes": [],
-                                  **preprocess(fp32, pre)}
+                                  "judged_with": JUDGED_WITH, "notes": [], **preprocess(fp32, pre)}
+        if task:
+            report["task"] = task
+        mask_nodes: list[str] = []
         if static:
             from .sources import open_source
 
-            source = open_source(options.calib, specs, image=options.image)
+            source = open_source(options.calib, specs, image=options.image, text=text)
             holdout_size = 0 if options.eval_data is not None else options.eval_samples
             calib, holdout = source.split(options.calib_samples, holdout_size, options.seed)
+            mask_nodes, mask_tensors = mask_path(pre)
+            if mask_nodes:
+                report["notes"].append(f"{len(mask_nodes)} node(s) on the attention-mask path (mask fill values "
+                                       "such as -3.4e38 added to attention scores) stay FP32 and out of calibration")
+                say(report["notes"][-1])
             say(f"calibrating on {len(calib)} samples of {calib.description} ({options.method}, target {target.name})")
-            calibration = calibrate(pre, calib, options.method, target, workdir, say)
+            calibration = calibrate(pre, calib, options.method, target, workdir, say, skip=mask_tensors)
             report.update(method=options.method, calibration_samples=calibration.samples,
                           calibration_seconds=round(calibration.seconds, 3),
                           peak_rss_mb=round(calibration.peak_rss_mb, 1), source=source.description,
                           preprocessing=source.preprocessing)
-            feeds, origin = ((read_feeds(options.eval_data, specs), f"{options.eval_data}") if options.eval_data
+            feeds, origin = ((_read_eval(options, specs, text)) if options.eval_data
                              else (stack_samples(holdout), f"{len(holdout)} held-out samples of {source.name}"))
         else:
             calibration = None
-            feeds, origin = ((read_feeds(options.eval_data, specs), f"{options.eval_data}") if options.eval_data
-                             else (random_feeds([s.with_batch(GENERATED_EVAL_SAMPLES) for s in specs], seed=options.seed),
-                                   f"{GENERATED_EVAL_SAMPLES} generated samples (seed {options.seed})"))
+            sized = "".join(f"; {dim}={size}" for dim, size in sorted(sizes.items()))
+            feeds, origin = ((_read_eval(options, specs, text)) if options.eval_data
+                             else (random_feeds([s.with_batch(GENERATED_EVAL_SAMPLES) for s in specs],
+                                                GENERATED_EVAL_SAMPLES, options.seed, sizes=sizes, meta=meta),
+                                   f"{GENERATED_EVAL_SAMPLES} samples " + generated_origin(specs, options.seed, meta)
+                                   + sized))
         check_finite(feeds, f"the evaluation data ({origin})")
-        generated = not static and options.eval_data is None
         rows = sample_count(feeds)
         if labels is not None and len(labels) != rows:
             raise InputError(f"--eval-labels has {len(labels)} labels for {rows} evaluation samples; give one per sample")
-        sqnr_samples = [{k: v[i:i + 1] if np.ndim(v) else v for k, v in feeds.items()}  # scalars: no batch axis
-                        for i in range(min(SQNR_SAMPLES, rows))]
+        gate = _Gate(feeds, origin, labels, classifier=labels is not None or task in CLASSIFIER_TASKS,
+                     judge_labels=static or options.eval_data is not None, mask_input=attention_mask_input(specs, meta))
+        report["evaluation_data"] = ("eval_data" if options.eval_data is not None else "held-out calib" if static
+                                     else "generated")
+        rows = None
+        if not static and gate.mask_input:  # token models: per-token scales (quantize.scale_rows)
+            probe = random_feeds([s.with_batch(ROW_PROBE_SAMPLES) for s in specs], ROW_PROBE_SAMPLES, options.seed + 1,
+                                 sizes=sizes, meta=meta)
+            rows = scale_rows(pre, workdir / "rows.onnx", probe)
+            pre = workdir / "rows.onnx"
 
-        excluded: list[str] = []
-        for round_ in range(options.max_rounds + 1):
-            candidate = workdir / f"int8_round{round_}.onnx"
-            if calibration is not None:
-                quantize_static(pre, calibration.ranges, target, excluded, candidate)
-            else:
-                quantize_dynamic(pre, target, candidate)
-            accuracy = evaluate(fp32, candidate, feeds, labels, options, origin, judge_labels=not generated)
-            say(accuracy["summary"])
-            if accuracy["passed"] or calibration is None or round_ == options.max_rounds:
+        layouts = [options.per_channel is not False]
+        if options.per_channel is None and not static:
+            layouts.append(False)  # per tensor, when per channel fails the gate
+        attempts: list[_Attempt] = []
+        for per_channel in layouts:
+            try:
+                attempts.append(_rounds(pre, fp32, workdir, gate, options, target, calibration, per_channel,
+                                        mask_nodes, say))
+            except ExportError:
+                if not (per_channel and len(layouts) > 1):
+                    raise
+                say("onnxruntime cannot quantize this graph with per-channel weights; trying per-tensor weights")
+                continue
+            if attempts[-1].accuracy["passed"]:
                 break
-            layers = [layer for layer in layer_sqnr(pre, candidate, sqnr_samples, workdir)
-                      if not set(layer["nodes"]) <= set(excluded)][: 2**round_]
-            if not layers:
-                break
-            excluded += [node for layer in layers for node in layer["nodes"] if node not in excluded]
-            worst = ", ".join(f"{layer['tensor']} ({layer['sqnr_db']:.1f} dB)" for layer in layers)
-            say(f"keeping the nodes around the lowest-SQNR tensors {worst} in FP32 and quantizing again")
+            if per_channel and len(layouts) > 1:
+                say("per-channel weights fail the gate; trying per-tensor weights")
+        # the attempt that passed, else the first (per channel: the better one as a rule) for the report
+        chosen = next((attempt for attempt in attempts if attempt.accuracy["passed"]), attempts[0])
+        candidate, accuracy, excluded = chosen.candidate, chosen.accuracy, chosen.excluded
+        report["recipe"] = target.recipe(static, chosen.per_channel)
+        if rows and rows["scaled_groups"]:
+            report["recipe"]["activation_scales"] = (
+                f"one per token where a MatMul input has outlier channels (max > {OUTLIER_RATIO:g}x the median "
+                f"channel's on {ROW_PROBE_SAMPLES} generated samples): {rows['outlier_channels']} such channel(s) "
+                f"through FP32, the rest of the inputs of {rows['scaled_groups']} MatMul group(s) divided by their "
+                "per-row max before quantizing")
         if calibration is not None:
-            report["lowest_sqnr_layers"] = [
-                {**layer, "sqnr_db": round(layer["sqnr_db"], 2)}
-                for layer in layer_sqnr(pre, candidate, sqnr_samples, workdir)[:10]
-            ]
+            try:
+                report["lowest_sqnr_layers"] = [
+                    {**layer, "sqnr_db": round(layer["sqnr_db"], 2)}
+                    for layer in layer_sqnr(pre, candidate, _worst_samples(gate, accuracy), workdir)[:10]
+                ]
+            except ExportError as exc:
+                report["notes"].append(f"no per-layer SQNR: {exc}")
         else:
             convolutions = sum(count for op, count in _ops(pre).items() if op in ("Conv", "ConvTranspose"))
             if convolutions:
@@ -162,7 +238,12 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                                        "stay FP32; give --calib data (a few hundred real inputs) for static INT8, "
                                        "which quantizes them")
                 say(report["notes"][-1])
-        report.update(excluded_layers=excluded, rounds=round_ + 1, accuracy=accuracy,
+            embeddings = _ops(candidate).get("Gather", 0) and _int8_tables(candidate)
+            if embeddings:
+                report["recipe"]["embeddings"] = (f"{embeddings} table(s) stored as 8-bit per tensor, dequantized after "
+                                                  "the lookup (weight only)")
+        accuracy.pop("worst_samples", None)
+        report.update(excluded_layers=excluded, rounds=chosen.rounds, accuracy=accuracy,
                       size_fp32_bytes=fp32.stat().st_size, size_int8_bytes=candidate.stat().st_size)
         if not excluded and not _ops(candidate).keys() & QUANTIZED_OPS:
             raise CheckFailed(f"{final.name}: nothing to quantize: none of the model's operators "
@@ -172,13 +253,10 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
             accuracy.update(passed=False, summary=accuracy["summary"].replace(": passed", "") +
                             ": FAILED (every layer had to stay FP32, so nothing is INT8)")
         if not accuracy["passed"]:
-            hints = (["more or more representative --calib data", "--calib-method entropy or percentile"] if static
-                     else ["--calib data for static INT8"])
-            hints.append("a lower cosine floor" if accuracy["judged_on"] == "cosine" else "a looser --max-accuracy-drop")
             raise CheckFailed(
-                f"{final.name}: the INT8 model fails the accuracy gate after {round_ + 1} round(s) "
+                f"{final.name}: the INT8 model fails the accuracy gate after {chosen.rounds} round(s) "
                 f"({accuracy['summary']}; {len(excluded)} node(s) kept in FP32); nothing written. "
-                f"Try {', '.join(hints[:-1])} or {hints[-1]}",
+                f"{_hints(options, accuracy, report)}",
                 report,
             )
         report["latency"] = quick_latency(fp32, candidate, target)
@@ -187,52 +265,152 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
     return report
 
 
+@dataclass
+class _Attempt:
+    """One weight layout taken through the rounds: the last model, its verdict, what stayed FP32."""
+
+    per_channel: bool
+    candidate: Path
+    accuracy: dict
+    excluded: list[str]
+    rounds: int
+
+
+def _rounds(pre: Path, fp32: Path, workdir: Path, gate: _Gate, options: Int8Options, target: Target, calibration,
+            per_channel: bool, mask_nodes: list[str], say) -> _Attempt:
+    """Quantize, judge, and keep the layers with the lowest SQNR in FP32 until the gate passes: 1, 2, 4...
+    more each round, ``options.max_rounds`` rounds at most. Static INT8 ranks tensors by their SQNR against
+    FP32 (``layer_sqnr``), dynamic INT8 its MatMuls by the error each adds (``matmul_sqnr``), both on the
+    evaluation samples INT8 damaged most."""
+    excluded: list[str] = []
+    layout = "per-channel" if per_channel else "per-tensor"
+    for round_ in range(options.max_rounds + 1):
+        candidate = workdir / f"int8_{layout}_round{round_}.onnx"
+        if calibration is not None:
+            quantize_static(pre, calibration.ranges, target, mask_nodes + excluded, candidate, per_channel)
+        else:
+            quantize_dynamic(pre, target, candidate, per_channel, excluded)
+        accuracy = evaluate(fp32, candidate, gate, options)
+        say(accuracy["summary"] + ("" if calibration is not None else f" [{layout} weights]"))
+        if accuracy["passed"] or round_ == options.max_rounds:
+            break
+        ranking = layer_sqnr if calibration is not None else matmul_sqnr
+        try:
+            layers = [layer for layer in ranking(pre, candidate, _worst_samples(gate, accuracy), workdir)
+                      if not set(layer["nodes"]) <= set(excluded)][: 2**round_]
+        except ExportError as exc:  # no ranking, no fallback: the verdict stands
+            say(f"no fallback round: {exc}")
+            break
+        if not layers:
+            break
+        excluded += [node for layer in layers for node in layer["nodes"] if node not in excluded]
+        worst = ", ".join(f"{layer['tensor']} ({layer['sqnr_db']:.1f} dB)" for layer in layers)
+        say(f"keeping the nodes around the lowest-SQNR tensors {worst} in FP32 and quantizing again")
+    return _Attempt(per_channel, candidate, accuracy, excluded, round_ + 1)
+
+
+def _worst_samples(gate: _Gate, accuracy: dict) -> list[dict]:
+    """The evaluation samples INT8 damaged most (lowest cosine), one by one: where the SQNR is measured."""
+    order = accuracy.get("worst_samples") or range(sample_count(gate.feeds))
+    return [{k: v[i:i + 1] if np.ndim(v) else v for k, v in gate.feeds.items()}  # scalars: no batch axis
+            for i in list(order)[:SQNR_SAMPLES]]
+
+
+def _int8_tables(path: Path) -> int:
+    """How many Gather tables the INT8 model stores in 8 bits (dequantized after the lookup)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    int8 = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    return sum(1 for n in graph.node if n.op_type == "Gather" and n.input[0] in int8)
+
+
+def _hints(options: Int8Options, accuracy: dict, report: dict) -> str:
+    """What can change the verdict, and only that."""
+    static = options.calib is not None
+    hints = []
+    if report.get("evaluation_data") == "generated":
+        hints.append("real --eval-data (generated inputs judge a model on data it never sees)")
+    if static:
+        hints.append("more or more representative --calib data")
+        others = [m for m in METHODS if m != options.method]
+        hints.append(f"--calib-method {' or '.join(others)}")
+    else:
+        hints.append("--calib data for static INT8")
+    if options.per_channel is False:
+        hints.append("per-channel weights (drop per_channel=False)")
+    if accuracy["judged_on"] == "cosine":
+        hints.append(f"a lower --min-cosine (now {options.min_cosine:g}) if that error is acceptable")
+    else:
+        hints.append(f"a looser --max-accuracy-drop (now {options.max_accuracy_drop:g})")
+    return f"Try {', '.join(hints[:-1])} or {hints[-1]}"
+
+
+def _read_eval(options: Int8Options, specs: list[TensorSpec], text) -> tuple[dict, str]:
+    """--eval-data as one batch per input, read like calibration data (images preprocessed, sentences
+    tokenized), and where it came from."""
+    image = options.image if Path(str(options.eval_data)).is_dir() else None  # the options of an image folder
+    return read_feeds(options.eval_data, specs, image=image, text=text), f"{options.eval_data}"
+
+
 def _ops(path: Path) -> Counter:
     import onnx
 
-    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def evaluate(fp32: Path, int8: Path, feeds: dict, labels, options: Int8Options, origin: str,
-             judge_labels: bool = True) -> dict:
-    """INT8 against FP32 on the evaluation inputs: agreement or accuracy drop, cosine, max error; the verdict.
-
-    On generated inputs (``judge_labels=False``) labels mean little, so the verdict rests on cosine. The INT8
-    model runs with exact int8 arithmetic (``targets.judging_runtime``): the same verdict on every CPU."""
+def evaluate(fp32: Path, int8: Path, gate: _Gate, options: Int8Options) -> dict:
+    """INT8 against FP32 on the evaluation inputs: accuracy drop or label agreement (classifiers), cosine and
+    max error; the verdict. Models that are not classifiers, and every model on generated inputs, are judged
+    on the lowest cosine of one sample's outputs (on real tokens for sequence outputs of a masked model).
+    The INT8 model runs with exact int8 arithmetic (``targets.judging_runtime``): the same verdict on every CPU."""
     from ..runtimes.onnxrt import OnnxRuntime
-    from ..validate import compare, run_all
+    from ..validate import compare_outputs, output_masks, row_cosines, run_all, valid_positions
 
     with OnnxRuntime(fp32) as reference, judging_runtime(int8) as candidate:
-        check = compare(reference, candidate, feeds, precision="int8")
-        outputs = ([run_all(reference, feeds), run_all(candidate, feeds)] if labels is not None else None)
+        expected, got = run_all(reference, gate.feeds), run_all(candidate, gate.feeds)
+        masks = output_masks(reference, gate.feeds, gate.mask_input) if gate.mask_input else {}
+    rows = sample_count(gate.feeds)
+    check = compare_outputs(expected, got, rows, precision="int8", inputs_from=gate.origin, masks=masks,
+                            classifier=gate.classifier)
     floats = [o for o in check.outputs if o.cosine is not None]
-    agreement = next((o.label_agreement if o.label_agreement is not None else o.top1_agreement
-                      for o in check.outputs if o.label_agreement is not None or o.top1_agreement is not None), None)
-    result = {"samples": check.samples, "inputs_from": origin,
-              "cosine": min((o.cosine for o in floats), default=None),
-              "max_abs": max((o.max_abs for o in floats), default=None), "label_agreement": agreement}
-    parts = [f"INT8 vs FP32 on {check.samples} samples ({origin})"]
-    if labels is not None:
-        accuracy_fp32, accuracy_int8 = (float((predictions(o) == labels).mean()) for o in outputs)
+    integers = [o.label_agreement for o in check.outputs if o.label_agreement is not None]
+    agreement = min(integers + [o.top1_agreement for o in floats if o.top1_agreement is not None], default=None)
+    result = {"samples": check.samples, "inputs_from": gate.origin,
+              "cosine": min((o.min_row_cosine for o in floats), default=None),
+              "cosine_overall": min((o.cosine for o in floats), default=None),
+              "max_abs": max((o.max_abs for o in floats), default=None), "label_agreement": agreement,
+              "masked_outputs": sorted(masks)}
+    parts = [f"INT8 vs FP32 on {check.samples} samples ({gate.origin})"]
+    if masks:
+        parts.append(f"{', '.join(sorted(masks))} on real tokens only ({gate.mask_input})")
+    if gate.labels is not None:
+        accuracy_fp32, accuracy_int8 = (float((predictions(o) == gate.labels).mean()) for o in (expected, got))
         drop = 100 * (accuracy_fp32 - accuracy_int8)
         result.update(accuracy_fp32=accuracy_fp32, accuracy_int8=accuracy_int8, accuracy_drop_points=drop)
         result.update(judged_on="accuracy", passed=drop <= options.max_accuracy_drop)
         parts.append(f"accuracy {accuracy_fp32:.2%} -> {accuracy_int8:.2%} (drop {drop:.2f} points, limit "
                      f"{options.max_accuracy_drop:g})")
-    elif agreement is not None and judge_labels:
+    elif agreement is not None and gate.judge_labels and (gate.classifier or not floats):
         lost = 100 * (1 - agreement)
         result.update(judged_on="label agreement", passed=lost <= options.max_accuracy_drop)
         parts.append(f"labels agree {agreement:.2%} ({lost:.2f} points lost, limit {options.max_accuracy_drop:g})")
     else:
-        result.update(judged_on="cosine", passed=result["cosine"] is not None and result["cosine"] >= options.min_cosine)
+        result.update(judged_on="cosine", min_cosine=options.min_cosine,
+                      passed=result["cosine"] is not None and result["cosine"] >= options.min_cosine)
     if result["cosine"] is not None:
         floor = f" (floor {options.min_cosine:g})" if result["judged_on"] == "cosine" else ""
-        parts.append(f"cosine {result['cosine']:.5f}{floor}")
+        parts.append(f"lowest sample cosine {result['cosine']:.5f}{floor}")
         parts.append(f"max abs error {result['max_abs']:.3g}")
     result["summary"] = ", ".join(parts) + (": passed" if result["passed"] else ": FAILED")
-    if not result["passed"] and agreement is not None and check.samples * options.max_accuracy_drop < 100:
+    if not result["passed"] and result["judged_on"] != "cosine" and check.samples * options.max_accuracy_drop < 100:
         result["summary"] += (f" (with {check.samples} samples one disagreement is {100 / check.samples:.2g} points: "
                               "give more --eval-data or calibration data for a finer gate)")
+    per_row = [row_cosines(np.asarray(expected[o.name]), np.asarray(got[o.name]),
+                           valid_positions(np.shape(expected[o.name]), masks.get(o.name)))
+               for o in floats if np.ndim(expected[o.name]) and len(expected[o.name]) == rows]
+    if per_row:
+        result["worst_samples"] = [int(i) for i in np.argsort(np.min(per_row, axis=0), kind="stable")]
     return result
 
 

@@ -14,6 +14,7 @@ import copy
 import importlib
 import importlib.util
 import math
+import os
 import re
 import struct
 import sys
@@ -39,6 +40,13 @@ CSV_CHUNK_ROWS = 1024
 MAX_FUNCTION_SAMPLES = 100_000
 ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Sentences, one a line, tokenized by the model's tokenizer.
+TEXT_SUFFIX = ".txt"
+
+
+def is_text_file(source) -> bool:
+    """Whether ``source`` names a ``.txt`` file of sentences, read through a model's tokenizer."""
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == TEXT_SUFFIX
 
 Sample = dict[str, np.ndarray]
 #: A sample and where it comes from ("calib.npz, sample 3", "data.csv, row 7"), for error messages.
@@ -185,11 +193,14 @@ class _StreamedSource(CalibrationSource):
         raise NotImplementedError
 
 
-def open_source(source: Any, specs: list[TensorSpec], *, image: ImageOptions | None = None) -> CalibrationSource:
+def open_source(source: Any, specs: list[TensorSpec], *, image: ImageOptions | None = None,
+                text: Callable[[list[str]], Sample] | None = None) -> CalibrationSource:
     """The calibration data ``source`` names, for a model with inputs ``specs``.
 
     ``source``: a ``.npy``, ``.npz`` or ``.csv`` file, a folder of ``.npy``/``.npz`` files or of PNG/JPEG
-    images, ``file.py:function`` or ``module:function``, or a callable. ``image`` applies to images only.
+    images, ``file.py:function`` or ``module:function``, a callable, or a ``.txt`` file of sentences (one a
+    line) for a model with a tokenizer: ``text`` turns a list of sentences into the model's inputs, padded to
+    one length (``edgeml.text.TextEncoder``, e.g. ``runtime.text_encoder``). ``image`` applies to images only.
     """
     if callable(source):
         found = _FunctionSource(source, getattr(source, "__qualname__", repr(source)), specs)
@@ -200,13 +211,13 @@ def open_source(source: Any, specs: list[TensorSpec], *, image: ImageOptions | N
             raise no_such_file(source, "calibration data")
         found = _FunctionSource(_load_function(source), source, specs)
     else:
-        found = _open_path(Path(source), specs, image or ImageOptions())
+        found = _open_path(Path(source), specs, image or ImageOptions(), text)
     if image not in (None, ImageOptions()) and not isinstance(found, _ImageFolder):
         raise InputError(f"image options (resize, mean, std, layout, scale) apply to a folder of images, not to {found.name}; drop them")
     return found
 
 
-def _open_path(path: Path, specs: list[TensorSpec], image: ImageOptions) -> CalibrationSource:
+def _open_path(path: Path, specs: list[TensorSpec], image: ImageOptions, text=None) -> CalibrationSource:
     if path.is_dir():
         files = _files_in(path)
         arrays = [f for f in files if f.suffix.lower() in ARRAY_SUFFIXES]
@@ -224,8 +235,13 @@ def _open_path(path: Path, specs: list[TensorSpec], image: ImageOptions) -> Cali
         return _ArrayFiles([path], specs, str(path), folder=False)
     if suffix == ".csv":
         return _CsvRows(path, specs)
+    if suffix == TEXT_SUFFIX:
+        if text is None:
+            raise InputError(f"{path} is text: sentences need the model's tokenizer, which an artifact converted from a "
+                             "Hugging Face folder carries; give such an .onnx, or arrays (.npy, .npz, .csv)")
+        return _TextLines(path, specs, text)
     hint = f"; to use a function in it, name it: {path}:FUNCTION" if suffix == ".py" else ""
-    raise InputError(f"{path} is no calibration data edgeml reads; give .npy, .npz, .csv, a folder of arrays or images, or file.py:function{hint}")
+    raise InputError(f"{path} is no calibration data edgeml reads; give .npy, .npz, .csv, a folder of arrays or images, .txt sentences, or file.py:function{hint}")
 
 
 def _files_in(folder: Path) -> list[Path]:
@@ -295,6 +311,25 @@ def _take(arrays: Mapping[str, np.ndarray], specs: list[TensorSpec], j: int, bat
 
 def _label(where: str, j: int, n: int) -> str:
     return where if n == 1 else f"{where}, sample {j}"
+
+
+# -- .txt sentences --------------------------------------------------------------------------------------
+
+class _TextLines(_IndexedSource):
+    """Sentences, one a line, tokenized together up front (text is small) so every sample has one sequence
+    length, the longest (or the one ``text`` fixes): samples stack into batches."""
+
+    def __init__(self, path: Path, specs: list[TensorSpec], text: Callable[[list[str]], Sample]):
+        from ..text import read_lines
+
+        super().__init__(specs, str(path))
+        lines = read_lines(path)
+        self._feeds = {k: np.asarray(v) for k, v in text(lines).items()}
+        width = next(iter(self._feeds.values())).shape[-1] if self._feeds else 0
+        self._counted(len(lines), f"{path} ({len(lines)} sentences, tokenized to {width} tokens)")
+
+    def _sample(self, i):
+        return f"{self.name}, sentence {i + 1}", {k: v[i:i + 1] for k, v in self._feeds.items()}
 
 
 # -- .npy / .npz files ---------------------------------------------------------------------------------

@@ -44,12 +44,13 @@ class Target:
     def reduce_range(self) -> bool:
         return self.weight_bits < 8
 
-    def recipe(self, static: bool) -> dict:
-        """The recipe as the report and the manifest (build.quantization.recipe) record it."""
+    def recipe(self, static: bool, per_channel: bool = True) -> dict:
+        """The recipe as the report and the manifest (build.quantization.recipe) record it. Static INT8 is
+        always per channel; dynamic INT8 per channel unless per-tensor weights were asked for or chosen."""
         symmetry = "symmetric" if self.symmetric_activations else "asymmetric"
         return {
             "activations": f"{self.activations} {symmetry}" if static else "uint8, quantized at run time",
-            "weights": f"int8 symmetric per {'channel' if static else 'tensor'}",
+            "weights": f"int8 symmetric per {'channel' if static or per_channel else 'tensor'}",
             "weight_bits": self.weight_bits,
             "reduce_range": self.reduce_range,
             "runs_exactly_on": self.device,

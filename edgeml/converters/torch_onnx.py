@@ -25,8 +25,9 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
             f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
             "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
         )
-    # Symbolic dims get example sizes of 2 and 3: torch.export specializes sizes 0 and 1.
-    feeds = random_feeds(source.inputs, batch=2, other=3)
+    # Symbolic dims get example sizes of 2 and 3: torch.export specializes sizes 0 and 1. Token inputs get ids
+    # the model's vocabulary holds and masks of ones (a model may branch on an all-zero row).
+    feeds = random_feeds(source.inputs, batch=2, other=3, meta=source.meta)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
     runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     try:
@@ -40,8 +41,9 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     input_names = [s.name for s in source.inputs]
     symbols = [{axis: dim for axis, dim in enumerate(s.shape) if isinstance(dim, str)} for s in source.inputs]
     record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
+    dim_max = source.meta.dim_max if source.meta else {}
     try:
-        proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset)
+        proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, dim_max)
         if opset is not None and _default_opset(proto) != opset:
             raise ExportError(f"the dynamo exporter wrote opset {_default_opset(proto)}, not the {opset} asked for")
     except Exception as dynamo_exc:  # noqa: BLE001 - any exporter failure leads to the fallback
@@ -71,12 +73,14 @@ def _fixes_a_symbolic_dim(program, specs) -> bool:
                for f, s in zip(found, specs) for have, want in zip(f.shape, s.shape))
 
 
-def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset):
+def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, dim_max):
+    """``dim_max``: the largest size of a symbolic dim (a sequence bounded by the model's position table)."""
     dynamic_shapes = None
     if any(symbols) and not isinstance(model, torch.export.ExportedProgram):
         dims = {}
         dynamic_shapes = tuple(
-            {axis: dims.setdefault(name, torch.export.Dim(_dim_name(name), min=1)) for axis, name in s.items()} or None
+            {axis: dims.setdefault(name, torch.export.Dim(_dim_name(name), min=1, max=dim_max.get(name)))
+             for axis, name in s.items()} or None
             for s in symbols
         )
     with quiet():

@@ -74,7 +74,17 @@ def load_baseline(baseline, artifact, batch: int, threads, where: str | None = N
     environment = entry.get("environment", document.get("environment", {}))
     if not isinstance(environment, dict):
         raise InputError(f"{where}: its environment is not an object; write the baseline again")
-    return {"samples_ns": samples, "cpu_ns": cpu, "environment": environment}
+    return {"samples_ns": samples, "cpu_ns": cpu, "environment": environment,
+            "inputs": _inputs(entry.get("inputs"))}
+
+
+def _inputs(value) -> dict | None:
+    """A baseline's record of its inputs when it is well formed (older baselines have none)."""
+    tensors = value.get("tensors") if isinstance(value, dict) else None
+    ok = isinstance(tensors, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("dtype"), str)
+        and isinstance(t.get("shape"), list) and all(isinstance(d, int) for d in t["shape"]) for t in tensors)
+    return {"origin": str(value.get("origin", "origin unknown"))[:200], "tensors": tensors} if ok else None
 
 
 def _times(values, where: str, key: str, positive: bool) -> np.ndarray:

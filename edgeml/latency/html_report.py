@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .stats import BLOCKS, DESCHEDULED, percentile_key
+from ..data import format_inputs
+from .stats import DESCHEDULED, GATE_RULE, percentile_key
 
 #: Plot size in SVG user units; the page shows two plots side by side at 1200 px.
 WIDTH, HEIGHT = 560, 320
@@ -120,8 +121,8 @@ def _summary_table(results) -> str:
     return (f"<h2>Summary</h2><table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             '<p class="muted">Times are each call\'s own time (wall time less the time its thread was descheduled) '
             "unless the run judged wall time. spread: the interquartile range over the median. descheduled: the "
-            f"calls that lost over {DESCHEDULED:.0%} of their time to other work. gated: the median of {BLOCKS} "
-            "blocks' upper bounds on the percentile (a 99% upper bound), judged against the budget.</p>")
+            f"calls that lost over {DESCHEDULED:.0%} of their time to other work. gated: {GATE_RULE}, judged against "
+            "the budget.</p>")
 
 
 def _notes(results) -> str:
@@ -157,6 +158,8 @@ def _result_section(index: int, r) -> str:
     word = verdict_word(r)
     facts = (f"artifact {r.artifact} · load {_ms(r.load_ms)} ms · first inference {_ms(r.first_ms)} ms · "
              f"min {_ms(r.stats['min_ms'])} ms · max {_ms(r.stats['max_ms'])} ms")
+    if r.inputs:
+        facts += f" · inputs {format_inputs(r.inputs)}"
     samples = np.asarray(r.gated_samples_ns if len(r.samples_ns) else [], dtype=np.float64) / 1e6
     plots = (f'<div class="plots">{histogram_svg(r, samples)}{cdf_svg(r, samples)}</div>' if len(samples) else
              '<p class="muted">No raw samples in this result (save them with --save-samples): no plots.</p>')

@@ -11,11 +11,13 @@ import os
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from ..data import format_inputs
 from ..files import write_bytes_atomic
 from .runner import BenchResult
-from .stats import BLOCKS, percentile_key
+from .stats import GATE_RULE, percentile_key
 
-#: 2: own time, blocks and CPU times (``gate``, ``wall_stats``, ``descheduled``, ``cpu_ns``).
+#: 2: own time, blocks and CPU times (``gate``, ``wall_stats``, ``descheduled``, ``cpu_ns``); later added
+#: (optional, so the schema stays 2): ``inputs``, the shapes timed and where the inputs came from.
 SCHEMA = 2
 
 
@@ -61,6 +63,7 @@ def details(r: BenchResult) -> str:
             f"descheduled: {d['calls']} calls ({d['share']:.1%}), {d['lost_ms']:.1f} ms; block bounds "
             + ", ".join(f"{v:.4f}" for v in r.gate["block_values_ms"]) + " ms",
             f"load {r.load_ms:.1f} ms, first inference {r.first_ms:.2f} ms",
+            *([f"inputs: {format_inputs(r.inputs)}"] if r.inputs else []),
             *r.notes]
     return "\n".join(rows)
 
@@ -76,15 +79,21 @@ def markdown(results: list[BenchResult]) -> str:
         lines.append(f"| `{Path(r.artifact).name}` | {r.batch} | {r.threads or 'default'} | {s['p50_ms']:.3f} | "
                      f"{s['p99_ms']:.3f} | {r.descheduled['share']:.1%} | {r.gated_ms:.3f} ({percentile_key(r.percentile)}) "
                      f"| {budget} | {s['count']} | {verdict[r.passed]} |")
-    extra = [f"- {r.name}: {r.comparison['summary']}" for r in results if r.comparison]
+    extra = [f"- {r.name}: inputs {_md(format_inputs(r.inputs))}" for r in results if r.inputs]
+    extra += [f"- {r.name}: {r.comparison['summary']}" for r in results if r.comparison]
     extra += [f"- {r.name}: {note}" for r in results for note in r.notes]
     env = results[0].environment if results else {}
     clocks = sorted({r.clock for r in results})
     lines += ["", f"<sub>times: {' and '.join(clocks)} time per call (own: wall time less time descheduled); gated: "
-              f"the median of {BLOCKS} blocks' upper bounds on the percentile</sub>", "", *extra, "" if extra else "",
+              f"{GATE_RULE}</sub>", "", *extra, "" if extra else "",
               f"<sub>{env.get('cpu')}, {env.get('cores')} cores, ISA {', '.join(env.get('isa', [])) or '-'}, "
               f"{env.get('system')}, edgeml {env.get('edgeml')}</sub>", ""]
     return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """Text as Markdown shows it literally: ``×`` shapes and file names with _ or * stay as written."""
+    return "`" + text.replace("`", "'") + "`"
 
 
 def write_reports(results: list[BenchResult], *, json_path=None, junit_path=None, markdown_path=None, html_path=None,

@@ -26,11 +26,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..data import OTHER_DIM, random_feeds, read_feeds, sample_count
+from ..data import (OTHER_DIM, check_sizes, concrete_specs, describe_feeds, format_inputs, generated_origin, parse_shapes,
+                    random_feeds, read_feeds, sample_count)
 from ..errors import InputError
 from ..spec import check_input_bytes, max_input_bytes
-from .stats import (BLOCK_CONFIDENCE, BLOCKS, block_gate, block_samples, descheduled, gate_samples, own_times,
-                    percentile_key, summarize)
+from .stats import (BLOCK_CONFIDENCE, BLOCKS, CONFIDENCE, block_gate, block_samples, descheduled, gate_samples,
+                    own_times, percentile_key, summarize)
 
 #: Distinct input batches cycled through during a run.
 INPUT_BATCHES = 8
@@ -113,6 +114,7 @@ class BenchResult:
     environment: dict
     notes: list[str] = field(default_factory=list)
     comparison: dict | None = None
+    inputs: dict = field(default_factory=dict)  # the shapes timed and where the inputs came from (describe_feeds)
     samples_ns: list[int] = field(repr=False, default_factory=list)
     cpu_ns: list[int] = field(repr=False, default_factory=list)
 
@@ -122,7 +124,7 @@ class BenchResult:
 
     @property
     def gated_ms(self) -> float:
-        """What the budget gate judges: the median of the blocks' upper bounds on the percentile."""
+        """What the budget gate judges: the lowest of the blocks' upper bounds on the percentile (``GATE_RULE``)."""
         return self.gate["value_ms"]
 
     @property
@@ -153,18 +155,23 @@ class BenchResult:
         if self.budget_ms is not None:
             head += f" {'within' if self.within_budget else 'OVER'} budget {self.budget_ms:g} ms"
         of = "own time" if self.clock == "own" else "wall time"
-        calls = g["block_calls"][g["chosen_block"]]
         if g["blocks"] == 1 and self.percentile >= 100:
             how = f"the slowest call's {of}: p100 has nothing to bound"
-        elif not g["enough"]:
-            how = (f"median of {g['blocks']} blocks' slowest calls of {of}, {calls} calls each: too few for a bound on "
-                   f"{key}, which needs {g['min_samples']} per block")
-        else:
+        elif g.get("pooled") and not g["pooled_enough"]:
+            how = (f"the slowest of all {s['count']} calls' {of}: too few for a bound on {key}, which needs "
+                   f"{g['min_samples']} calls (or {g['blocks']} blocks of {g['block_samples']} for the block rule)")
+        elif g.get("pooled"):
             rank = "slowest" if g["discarded"] == 0 else f"{_ordinal(g['discarded'] + 1)} slowest"
-            how = (f"median of {g['blocks']} blocks' {BLOCK_CONFIDENCE:.0%} bounds on the {key} of {of}, each its "
-                   f"block's {rank} of {calls} calls: a {g['confidence']:.0%} upper bound")
+            how = (f"one {CONFIDENCE:.0%} bound on the {key} of all {s['count']} calls' {of}, their {rank}: too few "
+                   f"calls for {g['blocks']} block bounds, which need {g['block_samples']} each")
+        else:
+            calls = g["block_calls"][g["chosen_block"]]
+            rank = "slowest" if g["discarded"] == 0 else f"{_ordinal(g['discarded'] + 1)} slowest"
+            how = (f"lowest of {g['blocks']} blocks' {BLOCK_CONFIDENCE:.1%} bounds on the {key} of {of}, each its "
+                   f"block's {rank} of {calls} calls: a {CONFIDENCE:.0%} upper bound on the run's quietest stretch")
         low, high = min(g["block_values_ms"]), max(g["block_values_ms"])
-        facts = f"block bounds {low:.3f}-{high:.3f} ms; all calls: {key} {s[f'{key}_ms']:.3f} ms {self.clock}"
+        blocks = "block maxima" if g.get("pooled") else "block bounds"
+        facts = f"{blocks} {low:.3f}-{high:.3f} ms; all calls: {key} {s[f'{key}_ms']:.3f} ms {self.clock}"
         if self.clock == "own":
             facts += f", {self.wall_stats[f'{key}_ms']:.3f} ms wall, {self.descheduled['share']:.1%} descheduled"
         parts = [f"{head} ({how}; {facts})"]
@@ -212,7 +219,8 @@ def noise_notes(analysis: dict, threads: int | None) -> list[str]:
     low, high = min(g["block_values_ms"]), max(g["block_values_ms"])
     if low > 0 and high / low - 1 > BLOCKS_DISAGREE:
         notes.append(f"the load changed during the run: the {g['blocks']} blocks' bounds range {low:.3f}-{high:.3f} ms; "
-                     "the gate took their median")
+                     + ("the gate took the lowest, the block the machine disturbed least" if not g.get("pooled") else
+                        "too few calls for block bounds: the gate pooled them all"))
     if d["share"] > DESCHEDULED_SHARE:
         billed = "not billed to the model" if analysis["clock"] == "own" else "billed to the model (--clock wall)"
         hint = "" if threads == 1 else (
@@ -223,11 +231,12 @@ def noise_notes(analysis: dict, threads: int | None) -> list[str]:
 
 
 #: The options ``check_options`` judges, besides the batch size.
-_CHECKED = ("budget_ms", "percentile", "seed", "method", "baseline", "max_regression", "against")
+_CHECKED = ("budget_ms", "percentile", "seed", "method", "baseline", "max_regression", "against", "data", "text",
+            "shapes")
 
 
 def check_options(*, budget_ms=None, percentile=90, batch=1, seed=0, method=None, baseline=None, max_regression=0.10,
-                  against=None) -> Method:
+                  against=None, data=None, text=None, shapes=None) -> Method:
     """Every value bench takes, checked before anything is loaded or measured; returns the Method."""
     method = (method or Method()).validate()
     check_number(batch, "--batch", 1, math.inf, whole=True)
@@ -238,6 +247,9 @@ def check_options(*, budget_ms=None, percentile=90, batch=1, seed=0, method=None
     check_number(max_regression, "--max-regression", 0, math.inf)
     if baseline is not None and against is not None:
         raise InputError("give --baseline or --against, not both: run them as two benches")
+    if data is not None and text is not None:
+        raise InputError("give --data or --text, not both: --text FILE is sentences, --data FILE arrays")
+    parse_shapes(shapes)
     return method
 
 
@@ -245,21 +257,26 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
           threads: int | None = None, device: str = "cpu", data=None, seed: int = 0, method: Method | None = None,
           baseline: str | os.PathLike | dict | None = None, max_regression: float = 0.10,
           against: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-          **load_options) -> BenchResult:
+          shapes=None, text: str | os.PathLike | None = None, **load_options) -> BenchResult:
     """Measure ``artifact``'s latency per call of its Runtime (what an app sees) and judge the gates.
 
-    The budget gate judges the median of 5 blocks' upper bounds on ``percentile`` (default p90, MLPerf
+    The budget gate judges the lowest of 5 blocks' upper bounds on ``percentile`` (default p90, MLPerf
     single-stream's) of the calls' own time (``method.clock``). ``baseline``: a JSON written by
     ``--json --save-samples`` (or its dict); the run regresses when it is slower by more than
     ``max_regression`` (0.10 = 10%) *and* significantly so (one-sided Mann-Whitney U, p < 0.01).
     ``against``: another artifact, run interleaved in the same process, reported as a ratio.
+    ``shapes``: sizes of symbolic dims ({"sequence": 128}, "sequence=128" or a list of such; not the batch's:
+    that is ``batch``) for generated or tokenized inputs. ``text``: a file of sentences, one a line, tokenized
+    by the artifact's tokenizer (``data`` may also name a ``.txt``). The result records the shapes timed
+    and where the inputs came from (``inputs``).
     """
     from ..environment import differences, fingerprint
     from ..runtimes import load
     from .compare import judge_baseline, load_baseline, run_against
 
     method = check_options(budget_ms=budget_ms, percentile=percentile, batch=batch, seed=seed, method=method,
-                           baseline=baseline, max_regression=max_regression, against=against)
+                           baseline=baseline, max_regression=max_regression, against=against, data=data, text=text,
+                           shapes=shapes)
     say = progress or (lambda message: None)
     base = load_baseline(baseline, artifact, batch, threads) if baseline is not None else None
 
@@ -268,10 +285,11 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     load_ns = time.perf_counter_ns() - start
     clock, notes = gate_clock(method.clock, device)
     with runtime, contextlib.ExitStack() as stack:
-        batches = bench_inputs(runtime, batch, data, seed)
+        batches, inputs = bench_inputs(runtime, batch, data, seed, shapes=shapes, text=text)
+        say(f"inputs: {format_inputs(inputs)}")
         if against is not None:
             other = stack.enter_context(load(against, device=device, threads=threads, **load_options))
-            other_call = cycle_calls(other.run, bench_inputs(other, batch, data, seed))
+            other_call = cycle_calls(other.run, bench_inputs(other, batch, data, seed, shapes=shapes, text=text)[0])
             differ = input_differences(runtime.inputs, other.inputs)
             if differ:
                 notes.append(f"{Path(artifact).name} and {Path(against).name} take different inputs ({differ}): the "
@@ -312,11 +330,14 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         if differ:
             notes.append(f"the baseline was measured on another machine or setup ({', '.join(differ)} differ): "
                          "compare with care")
+        if base.get("inputs") and base["inputs"].get("tensors") != inputs["tensors"]:
+            notes.append(f"the baseline timed other inputs ({format_inputs(base['inputs'])}; now "
+                         f"{format_inputs(inputs)}): the comparison compares different work")
     return BenchResult(
         artifact=str(Path(artifact)), backend=runtime.backend, device=device, batch=batch, threads=threads,
         load_ms=load_ns / 1e6, first_ms=first_ns / 1e6, warmup_runs=warm_runs, warmup_ms=warm_ns / 1e6,
         percentile=percentile, budget_ms=budget_ms, **analysis, environment=environment, notes=notes,
-        comparison=comparison, samples_ns=list(wall), cpu_ns=list(cpu),
+        comparison=comparison, inputs=inputs, samples_ns=list(wall), cpu_ns=list(cpu),
     )
 
 
@@ -357,7 +378,8 @@ def check_sweep(artifact, batches: list, threads: list, options: dict) -> None:
         if path is not None:
             with load(path, device=options.get("device", "cpu"), threads=threads[0], **load_options) as runtime:
                 for b in batches:
-                    bench_inputs(runtime, b, options.get("data"), options.get("seed", 0))
+                    bench_inputs(runtime, b, options.get("data"), options.get("seed", 0), shapes=options.get("shapes"),
+                                 text=options.get("text"))
 
 
 def input_differences(mine, theirs) -> str:
@@ -473,8 +495,11 @@ def time_calls(call: Callable[[], object], method: Method, needed: int,
     return wall, cpu, extended
 
 
-def bench_inputs(runtime, batch: int, data, seed: int) -> list[dict]:
-    """Several distinct batches: consecutive rows of ``data``, else random from the specs (seeds seed, seed+1...)."""
+def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None) -> tuple[list[dict], dict]:
+    """Several distinct batches, and their description for the reports (``describe_feeds``): consecutive rows
+    of ``data``, or sentences of ``text`` (or of a ``.txt`` ``data``) tokenized to one length (``shapes``'
+    sequence size, else the longest), else generated from the specs and what the inputs mean
+    (``runtime.meta``; seeds seed, seed+1...), symbolic dims sized by ``shapes``."""
     for spec in runtime.inputs:
         first = spec.shape[0] if spec.shape else None
         if isinstance(first, int) and first != batch:
@@ -482,13 +507,32 @@ def bench_inputs(runtime, batch: int, data, seed: int) -> list[dict]:
                 f"input {spec.name!r} has a fixed batch of {first}, so --batch {batch} cannot run; "
                 f"use --batch {first}, or convert with --dynamic-batch"
             )
-    if data is None:  # as many distinct sets as fit the input-size limit together (each set is checked alone)
-        one_set = check_input_bytes(runtime.inputs, batch, OTHER_DIM, what=f"generated inputs at batch {batch}")
+    sizes = parse_shapes(shapes)
+    check_sizes(runtime.inputs, sizes, runtime.meta if sizes else None, batch_fix="set it with --batch")
+    source = text if text is not None else data
+    if source is None:  # as many distinct sets as fit the input-size limit together (each set is checked alone)
+        meta = runtime.meta
+        specs = concrete_specs(runtime.inputs, batch, OTHER_DIM, sizes=sizes, meta=meta)
+        one_set = check_input_bytes(specs, what=f"generated inputs at batch {batch}")
         count = max(1, min(INPUT_BATCHES, max_input_bytes() // max(one_set, 1)))
-        return [random_feeds(runtime.inputs, batch=batch, seed=seed + i) for i in range(count)]
-    feeds = read_feeds(data, runtime.inputs, limit=INPUT_BATCHES * batch)
+        batches = [random_feeds(runtime.inputs, batch=batch, seed=seed + i, sizes=sizes, meta=meta)
+                   for i in range(count)]
+        return batches, describe_feeds(batches[0], generated_origin(runtime.inputs, seed, meta))
+    from ..calibration.sources import is_text_file
+
+    encoder = None
+    if text is not None or is_text_file(data):
+        encoder = runtime.text_encoder
+        encoder = functools.partial(encoder, length=encoder.sequence_length(sizes))
+    elif sizes:
+        raise InputError(f"--shape sets the size of generated or tokenized inputs; {data} has its own shapes: "
+                         "drop --shape")
+    feeds = read_feeds(source, runtime.inputs, limit=INPUT_BATCHES * batch, text=encoder)
     rows = sample_count(feeds)
     if rows < batch:
-        raise InputError(f"{data} has {rows} rows, fewer than --batch {batch}")
+        raise InputError(f"{source} has {rows} {'sentences' if encoder else 'rows'}, fewer than --batch {batch}")
     count = min(INPUT_BATCHES, rows // batch)
-    return [{k: v[i * batch:(i + 1) * batch] for k, v in feeds.items()} for i in range(count)]
+    batches = [{k: v[i * batch:(i + 1) * batch] for k, v in feeds.items()} for i in range(count)]
+    origin = (f"{count * batch} sentences of {source}, tokenized by {runtime.text_encoder.path.name}" if encoder
+              else f"{count * batch} rows of {source}")
+    return batches, describe_feeds(batches[0], origin)

@@ -7,6 +7,7 @@ checks that turn a wrong array into a clear error) lives here once.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -145,6 +146,32 @@ class Runtime:
         ins = ", ".join(str(s) for s in self.inputs)
         outs = ", ".join(str(s) for s in self.outputs)
         return f"<{type(self).__name__} {self.path or ''} [{self.backend}/{self.device}] ({ins}) -> ({outs})>"
+
+    # -- what the model's inputs mean, and text --------------------------------------------------
+    @functools.cached_property
+    def meta(self):
+        """The model's ``ModelMeta``, completed from its input names and graph (``edgeml.data.input_meta``)."""
+        from ..data import input_meta
+
+        return input_meta(self)
+
+    @functools.cached_property
+    def text_encoder(self):
+        """The artifact's tokenizer bound to its inputs (``edgeml.text.TextEncoder``): ``m.text_encoder(texts)``
+        gives the feeds; an InputError for an artifact without one."""
+        from ..text import TextEncoder
+
+        return TextEncoder.of(self)
+
+    def encode(self, texts, *, batch_size: int | None = None):
+        """Tokenize ``texts`` with the artifact's tokenizer and run the model (``batch_size`` texts a call;
+        default 32). Returns embeddings as a float32 (texts, dim) array for a feature-extraction model (its
+        ``sentence_embedding`` output, else ``last_hidden_state`` mean-pooled over real tokens), or an
+        ``edgeml.text.Classified`` (labels, scores, probabilities, classes) for a classifier. Needs
+        ``pip install "edgeml[text]"``; imports no torch or transformers."""
+        from ..text import encode
+
+        return encode(self, texts, batch_size=batch_size)
 
     # -- scikit-learn-like helpers -------------------------------------------------------------
     def feeds_from(self, X: Any) -> dict[str, np.ndarray]:

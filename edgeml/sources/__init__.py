@@ -1,7 +1,8 @@
-"""Loading source models (PyTorch, scikit-learn, ONNX) from objects or files into a SourceModel.
+"""Loading source models (PyTorch, scikit-learn, ONNX, Hugging Face folders) from objects or files into a SourceModel.
 
-Dispatch is by object type or file suffix; each framework's loader lives in its own module and imports
-its framework only when used. Pickle-based files need ``trust_pickle=True``: loading them runs code.
+Dispatch is by object type, file suffix, or a folder holding ``config.json``; each framework's loader lives in
+its own module and imports its framework only when used. Pickle-based files need ``trust_pickle=True`` and
+Hugging Face folders asking for their own code ``trust_remote_code=True``: loading them runs code.
 """
 
 from __future__ import annotations
@@ -15,21 +16,38 @@ from ..files import sha256
 from ..readable import regular_file
 from .base import SourceModel
 
-TORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".bin"}
+TORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".jit", ".bin"}
 SKLEARN_SUFFIXES = {".skops"}
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib"}
 ONNX_SUFFIXES = {".onnx"}
 
 
 def load_source(model: Any, *, inputs=None, dynamic_batch: bool = False, sample=None, model_class: str | None = None,
-                model_kwargs: dict | None = None, trust_pickle: bool = False) -> SourceModel:
+                model_kwargs: dict | None = None, trust_pickle: bool = False, task: str | None = None,
+                trust_remote_code: bool = False) -> SourceModel:
     """Load ``model`` (an object or a path) with the options the CLI exposes; see ``edgeml.convert``."""
     from ..spec import parse_specs
 
     specs = parse_specs(inputs) if inputs else None
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
+        from .hf_source import CONFIG, load_hf_folder
+
+        folder = Path(model)
+        if not (folder / CONFIG).is_file():
+            raise InputError(f"{folder} is a folder without {CONFIG}: edgeml reads Hugging Face folders (config.json "
+                             "+ model.safetensors) or a model file; give one of those")
+        if specs or dynamic_batch or model_class or sample is not None:
+            raise SpecError(f"{folder} is a Hugging Face folder, which names its own inputs; drop --input, "
+                            "--dynamic-batch, --model-class and --sample")
+        return load_hf_folder(folder, task, trust_remote_code)
     if isinstance(model, (str, os.PathLike)):
         path = regular_file(model, "model file")
         suffix = path.suffix.lower()
+        from .hf_source import WEIGHTS, is_hf_folder
+
+        if path.name in WEIGHTS and is_hf_folder(path.parent):
+            raise InputError(f"{path} holds the weights of the Hugging Face folder {path.parent}; convert the folder: "
+                             f"edgeml convert {path.parent}")
         if suffix in ONNX_SUFFIXES:
             from .onnx_source import load_onnx_file
 

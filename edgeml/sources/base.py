@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from ..model_meta import ModelMeta
 from ..spec import TensorSpec
 
 
 @dataclass
 class SourceModel:
-    kind: str  # "torch", "sklearn" or "onnx"
+    kind: str  # "torch", "sklearn" or "onnx" (a Hugging Face folder loads as "torch")
     model: Any
     inputs: list[TensorSpec]
     format: str  # how it was stored: "ExportedProgram (.pt2)", "state dict + pkg:Net", "skops", ...
@@ -26,6 +27,10 @@ class SourceModel:
     #: rows the user gave with --sample, reused as check inputs when no --data is given.
     sample: dict[str, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    #: what the artifact says about itself (task, labels, input roles...), written into its ONNX metadata.
+    meta: ModelMeta | None = None
+    #: a tokenizer.json to copy beside the artifact (Hugging Face folders).
+    tokenizer: str | None = None
 
     def reference(self, device: str = "cpu", threads: int | None = None):
         """A Runtime running the source itself: what every artifact is compared with."""
