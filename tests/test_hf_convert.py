@@ -363,3 +363,14 @@ def test_sentences_check_and_judge_int8_and_calibrate(tmp_path, tiny_bert_dir):
                         Int8Options(calib=str(SENTENCES_FILE), calib_samples=32, eval_samples=16, min_cosine=0.5),
                         lambda message: None)
     assert report["calibration_samples"] == 32 and report["accuracy"]["samples"] == 16
+
+
+def test_an_artifact_converted_again_keeps_its_tokenizer(tmp_path, tiny_bert_dir, sentences):
+    """An edgeml .onnx as the source: the tokenizer its metadata names comes along, so encode() still works."""
+    first = edgeml.convert(tiny_bert_dir, output_dir=tmp_path / "a", name="bert", fuse=False).artifacts[0]
+    again = edgeml.convert(first.path, output_dir=tmp_path / "b", name="again").artifacts[0]
+    meta = read_meta(onnx.load(str(again.path)))
+    assert meta.tokenizer == "again.tokenizer.json" and (tmp_path / "b" / meta.tokenizer).is_file()
+    with edgeml.load(first.path) as a, edgeml.load(again.path) as b:
+        np.testing.assert_allclose(a.encode(sentences[:4]), b.encode(sentences[:4]), atol=1e-6)
+    assert verify(tmp_path / "b").ok

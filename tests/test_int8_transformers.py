@@ -340,3 +340,16 @@ def test_softmax_nan_guard_is_dropped_only_with_a_finite_mask_fill(tmp_path):
         assert ("IsNaN" in {n.op_type for n in onnx.load(str(out)).graph.node}) == (not dropped)
         with OnnxRuntime(guarded) as a, OnnxRuntime(out) as b:
             np.testing.assert_array_equal(b.run(feeds)["y"], a.run(feeds)["y"])
+
+
+def test_one_value_a_sample_is_judged_on_its_column():
+    """A regression head gives one value a sample, whose own cosine is +-1 whatever its error: the lowest
+    per-sample cosine falls back to the cosine of the whole column, which an error does move."""
+    from edgeml.validate import compare_outputs
+
+    scores = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    off = scores + np.where(np.arange(32) % 2, 0.5, -0.5).astype(np.float32)[:, None]
+    exact = compare_outputs({"y": scores}, {"y": scores}, 32, precision="int8").outputs[0]
+    wrong = compare_outputs({"y": scores}, {"y": off}, 32, precision="int8").outputs[0]
+    assert exact.min_row_cosine == pytest.approx(1.0) and wrong.min_row_cosine < 0.9
+    assert wrong.min_row_cosine == pytest.approx(wrong.cosine)

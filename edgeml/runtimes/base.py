@@ -166,8 +166,9 @@ class Runtime:
     def encode(self, texts, *, batch_size: int | None = None):
         """Tokenize ``texts`` with the artifact's tokenizer and run the model (``batch_size`` texts a call;
         default 32). Returns embeddings as a float32 (texts, dim) array for a feature-extraction model (its
-        ``sentence_embedding`` output, else ``last_hidden_state`` mean-pooled over real tokens), or an
-        ``edgeml.text.Classified`` (labels, scores, probabilities, classes) for a classifier. Needs
+        ``sentence_embedding`` output, else ``last_hidden_state`` mean-pooled over real tokens), an
+        ``edgeml.text.Classified`` (labels, scores, probabilities, classes) for a classifier, or the scores
+        of a regression head. Needs
         ``pip install "edgeml[text]"``; imports no torch or transformers."""
         from ..text import encode
 
