@@ -10,6 +10,7 @@ and padded to the longest in the batch (or to the model's fixed sequence length,
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -72,6 +73,7 @@ class TextEncoder:
             self._tokenizer = tokenizers.Tokenizer.from_file(str(self.path))
         except Exception as exc:  # noqa: BLE001 - the Rust library raises untyped errors for any bad file
             raise InputError(f"{self.path} is not a tokenizers JSON file ({first_line(exc)}); {_FIX}") from exc
+        self._lock = threading.Lock()
         self.specs = list(specs)
         self.roles = {s.name: meta.roles.get(s.name) for s in specs}
         other = [n for n, r in self.roles.items() if r not in (*_ENCODING, "position_ids")]
@@ -133,11 +135,12 @@ class TextEncoder:
             raise InputError(f"a sequence of {length} is beyond the longest this model takes, {self.max_length}; "
                              f"use {self.max_length} or less")
         limit = length or self._truncate
-        if limit:
-            self._tokenizer.enable_truncation(int(limit))
-        else:  # neither the model nor the file bounds it (a call with a length may have set one)
-            self._tokenizer.no_truncation()
-        encodings = self._tokenizer.encode_batch(list(texts))
+        with self._lock:  # the truncation setting lives in the shared tokenizer: set and use it in one step
+            if limit:
+                self._tokenizer.enable_truncation(int(limit))
+            else:  # neither the model nor the file bounds it (a call with a length may have set one)
+                self._tokenizer.no_truncation()
+            encodings = self._tokenizer.encode_batch(list(texts))
         longest = max(len(e.ids) for e in encodings)
         if length and longest > length:  # the special tokens alone are longer
             raise InputError(f"{self.path.name} cannot truncate a text to a sequence of {length} (it gives {longest} "

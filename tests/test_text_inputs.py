@@ -281,6 +281,20 @@ def test_encode_embeddings_match_the_model_on_the_tokenizers_output(tiny, senten
         np.testing.assert_allclose(m.encode(sentences), reference(tiny, sentences, 1)[0], atol=1e-4)
 
 
+def test_the_tokenizer_is_safe_to_share_between_threads(tiny, sentences):
+    """Each call sets the shared tokenizer's truncation: threads asking for different lengths at once must
+    each get their own (a device app serves requests from several threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = artifact(tiny, "threads", ["sentence_embedding"], text_meta())
+    with edgeml.load(path) as m:
+        encoder = m.text_encoder
+        expected = {length: encoder(sentences, length)["input_ids"] for length in (8, 32)}
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda length: (length, encoder(sentences, length)["input_ids"]), [8, 32] * 100))
+    assert all(np.array_equal(ids, expected[length]) for length, ids in results)
+
+
 def test_encode_classifiers_name_their_labels(tiny, sentences):
     texts = sentences[:5]
     path = artifact(tiny, "classifier", ["logits"], text_meta("text-classification", labels=LABELS))
