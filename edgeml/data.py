@@ -256,8 +256,9 @@ def _row_lengths(rng, rows: int, columns: int) -> np.ndarray:
     return lengths
 
 
-def generated_origin(specs: list[TensorSpec], seed: int, meta: ModelMeta | None = None) -> str:
-    """How ``random_feeds`` made the inputs, for reports: the seed, and what token inputs hold."""
+def generated_origin(specs: list[TensorSpec], seed: int, meta: ModelMeta | None = None,
+                     sizes: Mapping[str, int] | None = None) -> str:
+    """How ``random_feeds`` made the inputs, for reports: the seed, what token inputs hold, the ``sizes``."""
     meta = checked_meta(meta)
     parts = []
     for spec in specs:
@@ -272,7 +273,8 @@ def generated_origin(specs: list[TensorSpec], seed: int, meta: ModelMeta | None 
             parts.append(f"{spec.name} {'0' if role == 'token_type_ids' else '0, 1, 2...'}")
         elif vocab:
             parts.append(f"{spec.name} values in [0, {vocab})")
-    return f"generated, seed {seed}" + (f": {'; '.join(parts)}" if parts else "")
+    sized = "".join(f"; {dim}={size}" for dim, size in sorted((sizes or {}).items()))
+    return f"generated, seed {seed}" + (f": {'; '.join(parts)}" if parts else "") + sized
 
 
 # -- real inputs ---------------------------------------------------------------------------------------

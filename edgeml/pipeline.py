@@ -8,7 +8,6 @@ like a finished artifact, and a manifest that lists only files present with thei
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +264,7 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
     text = None
     if is_text_file(data):  # sentences, tokenized by the artifact's own tokenizer
 
-        text = functools.partial(candidate.text_encoder, length=candidate.text_encoder.sequence_length(shapes))
+        text = candidate.text_encoder.sized(shapes)
     feeds, origin = check_inputs(source, data, shapes, meta, text)
     if origin.startswith("generated") and source.kind == "sklearn":
         say("checking on generated N(0, 1) inputs: give --sample or --data with real rows for a check that means more")
@@ -319,8 +318,7 @@ def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = N
         rows = -(-CHECK_SAMPLES // step) * step
         shapes = shapes or {}
         specs = [s.with_batch(rows) for s in source.inputs]
-        sized = "".join(f"; {dim}={size}" for dim, size in sorted(shapes.items()))
-        return random_feeds(specs, sizes=shapes, meta=meta), generated_origin(specs, 0, meta) + sized
+        return random_feeds(specs, sizes=shapes, meta=meta), generated_origin(specs, 0, meta, shapes)
     for name, values in feeds.items():
         values = np.asarray(values)
         if values.dtype.kind not in "fc":

@@ -10,6 +10,7 @@ and padded to the longest in the batch (or to the model's fixed sequence length,
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +122,10 @@ class TextEncoder:
                 return found
         return 0
 
-    def sequence_length(self, sizes: dict | None) -> int | None:
-        """The length ``sizes`` (``--shape``) sets for the sequence dim, or None."""
-        return (sizes or {}).get(self._sequence) if isinstance(self._sequence, str) else None
+    def sized(self, sizes: dict | None):
+        """This encoder with the sequence length ``sizes`` (``--shape``) sets, if it sets one: texts -> feeds."""
+        length = (sizes or {}).get(self._sequence) if isinstance(self._sequence, str) else None
+        return functools.partial(self, length=length)
 
     def __call__(self, texts: Sequence[str], length: int | None = None) -> dict[str, np.ndarray]:
         """The model's inputs for ``texts``: padded at the end to ``length`` (or the model's fixed sequence

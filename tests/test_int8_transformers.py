@@ -69,15 +69,20 @@ def _export(module, feeds, path, outputs):
     return path
 
 
+def _exported(source, sentences, folder, auto: str, wrapper, outputs, name: str):
+    """``source`` loaded with transformers' ``auto`` class, wrapped and exported to ``folder/name``; its
+    sentences tokenized into ``folder/sentences.npz``."""
+    feeds = _tokens(source, sentences)
+    np.savez(folder / "sentences.npz", **feeds)
+    model = getattr(transformers, auto).from_pretrained(str(source))
+    return _export(wrapper(model), feeds, folder / name, outputs), folder / "sentences.npz"
+
+
 @pytest.fixture(scope="module")
 def bert(tiny_bert_dir, sentences, tmp_path_factory):
     """The tiny BERT embedder as ONNX (no edgeml metadata), and its sentences tokenized in a .npz."""
-    folder = tmp_path_factory.mktemp("bert-int8")
-    feeds = _tokens(tiny_bert_dir, sentences)
-    np.savez(folder / "sentences.npz", **feeds)
-    model = transformers.AutoModel.from_pretrained(str(tiny_bert_dir))
-    return _export(_Embedder(model), feeds, folder / "bert.onnx", ["last_hidden_state", "sentence_embedding"]), \
-        folder / "sentences.npz"
+    return _exported(tiny_bert_dir, sentences, tmp_path_factory.mktemp("bert-int8"), "AutoModel", _Embedder,
+                     ["last_hidden_state", "sentence_embedding"], "bert.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +90,12 @@ def classifier(tiny_bert_classifier_dir, sentences, tmp_path_factory):
     """The tiny BERT sequence classifier as ONNX, with and without the task in its metadata."""
     import onnx
 
-    folder = tmp_path_factory.mktemp("bert-cls-int8")
-    feeds = _tokens(tiny_bert_classifier_dir, sentences)
-    np.savez(folder / "sentences.npz", **feeds)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_classifier_dir))
-    plain = _export(_Classifier(model), feeds, folder / "plain.onnx", ["logits"])
+    plain, tokens = _exported(tiny_bert_classifier_dir, sentences, tmp_path_factory.mktemp("bert-cls-int8"),
+                              "AutoModelForSequenceClassification", _Classifier, ["logits"], "plain.onnx")
     proto = onnx.load(str(plain))
     write_meta(proto, ModelMeta(task="text-classification", labels=["negative", "neutral", "positive"]))
-    onnx.save(proto, str(folder / "tagged.onnx"))
-    return plain, folder / "tagged.onnx", folder / "sentences.npz"
+    onnx.save(proto, str(plain.parent / "tagged.onnx"))
+    return plain, plain.parent / "tagged.onnx", tokens
 
 
 def _quantization(model, out, **options):

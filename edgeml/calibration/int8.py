@@ -14,7 +14,6 @@ machine's, and the report says so.
 
 from __future__ import annotations
 
-import functools
 import numbers
 import tempfile
 from collections import Counter
@@ -144,8 +143,7 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
         if tokenizer is None:
             raise InputError(f"{options.calib if is_text_file(options.calib) else options.eval_data}: sentences need "
                              "the model's tokenizer; convert from a Hugging Face folder with a tokenizer.json")
-        encoder = TextEncoder(tokenizer, specs, meta)
-        text = functools.partial(encoder, length=encoder.sequence_length(sizes))
+        text = TextEncoder(tokenizer, specs, meta).sized(sizes)
     with tempfile.TemporaryDirectory(prefix="work-", dir=final.parent) as folder:  # in the swept staging folder
         workdir = Path(folder)
         pre = workdir / "preprocessed.onnx"
@@ -171,16 +169,15 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                           calibration_seconds=round(calibration.seconds, 3),
                           peak_rss_mb=round(calibration.peak_rss_mb, 1), source=source.description,
                           preprocessing=source.preprocessing)
-            feeds, origin = ((_read_eval(options, specs, text)) if options.eval_data
+            feeds, origin = (_read_eval(options, specs, text) if options.eval_data
                              else (stack_samples(holdout), f"{len(holdout)} held-out samples of {source.name}"))
         else:
             calibration = None
-            sized = "".join(f"; {dim}={size}" for dim, size in sorted(sizes.items()))
-            feeds, origin = ((_read_eval(options, specs, text)) if options.eval_data
+            feeds, origin = (_read_eval(options, specs, text) if options.eval_data
                              else (random_feeds([s.with_batch(GENERATED_EVAL_SAMPLES) for s in specs],
                                                 GENERATED_EVAL_SAMPLES, options.seed, sizes=sizes, meta=meta),
-                                   f"{GENERATED_EVAL_SAMPLES} samples " + generated_origin(specs, options.seed, meta)
-                                   + sized))
+                                   f"{GENERATED_EVAL_SAMPLES} samples "
+                                   + generated_origin(specs, options.seed, meta, sizes)))
         check_finite(feeds, f"the evaluation data ({origin})")
         rows = sample_count(feeds)
         if labels is not None and len(labels) != rows:

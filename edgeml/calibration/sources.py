@@ -470,7 +470,10 @@ def _npy_header(fp, path, size: int) -> tuple[tuple, bool, np.dtype]:
     if dtype.hasobject:
         raise InputError(f"{path} holds Python objects, which only pickle can read; save text as a string array (np.array(values, dtype=str))")
     claimed, held = math.prod(shape) * dtype.itemsize, size - fp.tell()
-    if min(shape, default=0) < 0 or claimed > held:
+    # numpy refuses any shape whose nonzero sides multiply past its index range, even with a zero side
+    # (a 10^18 x 0 x 10^18 array holds no bytes but cannot be made).
+    impossible = math.prod(d for d in shape if d > 0) * dtype.itemsize > sys.maxsize
+    if min(shape, default=0) < 0 or claimed > held or impossible:
         raise InputError(f"{path} is truncated or damaged: its header claims a {format_shape(shape)} {dtype} array "
                          f"({claimed} bytes) but {held} bytes follow it; write it again with np.save or np.savez")
     return shape, fortran, dtype

@@ -522,8 +522,7 @@ def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None
 
     encoder = None
     if text is not None or is_text_file(data):
-        encoder = runtime.text_encoder
-        encoder = functools.partial(encoder, length=encoder.sequence_length(sizes))
+        encoder = runtime.text_encoder.sized(sizes)
     elif sizes:
         raise InputError(f"--shape sets the size of generated or tokenized inputs; {data} has its own shapes: "
                          "drop --shape")
