@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import itertools
 import re
+import zipfile
 from typing import Mapping
 
 import numpy as np
 
-from .errors import InputError, SpecError
+from .errors import InputError, SpecError, first_line
 from .model_meta import ROLES, ModelMeta, read_meta
-from .spec import NUMPY_DTYPES, TensorSpec, batch_symbols, check_count, check_input_bytes, format_shape, spec_of_array
+from .spec import (NUMPY_DTYPES, TensorSpec, batch_axes, batch_symbols, check_count, check_input_bytes, format_shape,
+                   spec_of_array)
 
 DEFAULT_SEED = 0
 #: Size given to symbolic dims other than the batch (a sequence length, an image side) in generated data.
@@ -250,6 +252,19 @@ def random_feeds(specs: list[TensorSpec], batch: int = 1, seed: int = DEFAULT_SE
     return feeds
 
 
+def generated_failure(what: str, specs: list[TensorSpec], meta: ModelMeta | None, reason: str) -> InputError:
+    """The error for a model that fails on generated inputs: it names the inputs whose values were guessed
+    (integers of unknown range, such as a sample rate, made 0 or 1) and asks for real ones."""
+    meta = checked_meta(meta)
+    guessed = [s.name for s in specs if _kind(s) in "iub" and s.name not in meta.vocab
+               and (meta.roles.get(s.name) or infer_role(s)) is None]
+    hint = (f"its input(s) {', '.join(map(repr, guessed))} were generated as 0 and 1, which may mean nothing to it"
+            if guessed else "generated inputs may mean nothing to it")
+    arrays = ", ".join(f"{s.name} {format_shape(s.shape)} {s.dtype}" for s in specs)
+    return InputError(f"{what} failed on generated inputs ({reason}); {hint}: give --data FILE with real inputs "
+                      f"(a .npz with one array per input: {arrays})")
+
+
 def _row_lengths(rng, rows: int, columns: int) -> np.ndarray:
     lengths = rng.integers(1, columns + 1, size=rows)
     lengths[0] = columns
@@ -282,24 +297,77 @@ def generated_origin(specs: list[TensorSpec], seed: int, meta: ModelMeta | None 
 def read_feeds(path, specs: list[TensorSpec], limit: int | None = None, *, image=None, text=None) -> dict[str, np.ndarray]:
     """Real inputs, one batch per input: any calibration source (``.npy``, ``.npz``, ``.csv``, a folder of
     arrays or images with ``image``'s preprocessing, ``file.py:function``, a ``.txt`` of sentences with
-    ``text``, the model's tokenizer), its samples stacked, the first ``limit`` of them."""
+    ``text``, the model's tokenizer), its samples stacked, the first ``limit`` of them.
+
+    A model with an input that is not batched on its first axis (``unbatched``: silero-vad's state 2x?x128)
+    has no samples to count along axis 0: its ``.npz``/``.npy`` file is read as it is, all of it, each array
+    checked against its input."""
     from .calibration.sources import open_source
 
-    return stack_samples(itertools.islice(iter(open_source(path, specs, image=image, text=text)), limit), str(path))
+    if unbatched(specs) and str(path).lower().endswith((".npz", ".npy")):
+        return _read_as_given(path, specs)
+    return stack_samples(itertools.islice(iter(open_source(path, specs, image=image, text=text)), limit), str(path),
+                         specs)
 
 
-def stack_samples(samples, origin: str = "the data") -> dict[str, np.ndarray]:
-    """Samples of batch 1 stacked into one batch per input."""
+def _read_as_given(path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    from pathlib import Path
+
+    from .calibration.sources import check_sample
+    from .errors import no_such_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise no_such_file(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            arrays = {specs[0].name: np.load(path, allow_pickle=False)} if len(specs) == 1 else {}
+        else:
+            with np.load(path, allow_pickle=False) as loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path} cannot be read as numpy arrays ({first_line(exc)}); save them with np.savez") from exc
+    return check_sample(arrays, specs, str(path))
+
+
+def unbatched(specs: list[TensorSpec]) -> list[TensorSpec]:
+    """The inputs with dims that do not carry the batch on their first axis (``spec.batch_axes``): data for
+    them is taken as it is, never split or stacked along axis 0."""
+    axes = batch_axes(specs)
+    return [s for s in specs if s.shape and axes[s.name] != 0]
+
+
+def stack_samples(samples, origin: str = "the data", specs: list[TensorSpec] | None = None) -> dict[str, np.ndarray]:
+    """Samples of batch 1 stacked into one batch per input, along each input's batch axis (``specs``; else
+    axis 0); an input without one (a scalar) keeps the first sample's value."""
     items = list(samples)
     if not items:
         raise InputError(f"{origin} holds no samples; give at least one")
-    return {name: np.concatenate([s[name] for s in items]) for name in items[0]}
+    axes = batch_axes(specs) if specs is not None else {}
+    stacked = {}
+    for name in items[0]:
+        axis = axes.get(name, 0) if np.ndim(items[0][name]) else None
+        stacked[name] = items[0][name] if axis is None else np.concatenate([s[name] for s in items], axis=axis)
+    return stacked
 
 
-def sample_count(feeds) -> int:
-    """How many samples ``feeds`` hold along their first axis; inputs without one (scalars), or no inputs at
-    all, make one sample."""
-    return min((len(v) for v in feeds.values() if np.ndim(v)), default=1)
+def sample_count(feeds, specs: list[TensorSpec] | None = None) -> int:
+    """How many samples ``feeds`` hold along their batch axes (``specs``; else the first axis); inputs without
+    one (scalars), or no inputs at all, make one sample."""
+    axes = batch_axes(specs) if specs is not None else {}
+    sizes = [np.shape(v)[axes.get(k, 0)] for k, v in feeds.items()
+             if np.ndim(v) and axes.get(k, 0) is not None and axes.get(k, 0) < np.ndim(v)]
+    return min(sizes, default=1)
+
+
+def select_rows(feeds: Mapping[str, np.ndarray], specs: list[TensorSpec], rows) -> dict[str, np.ndarray]:
+    """``feeds[rows]`` along each input's batch axis (``rows``: a slice or indices); inputs without one whole."""
+    axes = batch_axes(specs)
+    picked = {}
+    for name, value in feeds.items():
+        axis = axes.get(name, 0)
+        picked[name] = value if axis is None or np.ndim(value) <= axis else value[(slice(None),) * axis + (rows,)]
+    return picked
 
 
 # -- what reports record -------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import check_sizes, describe_feeds, generated_origin, input_meta, parse_shapes, random_feeds, read_feeds
+from .data import (check_sizes, describe_feeds, generated_failure, generated_origin, input_meta, parse_shapes,
+                   random_feeds, read_feeds)
 from .errors import CheckFailed, ExportError, InputError, first_line, no_such_file
 from .files import check_target, sha256, temp_path
 from .inspection import inspect_model
@@ -23,6 +24,7 @@ from .manifest import MANIFEST_NAME, install, manifest_entry, read_manifest, rem
 from .model_meta import TASKS, ModelMeta
 from .sources import load_source
 from .sources.base import SourceModel
+from .spec import batched, fixed_batch
 from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, attention_mask_input, check_tolerances, compare
 
 TARGETS = ("onnx",)
@@ -155,15 +157,16 @@ def _source_stem(path: Path) -> str:
 def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, unfused=None) -> Artifact:
     """The INT8 step writes its file itself: into a private folder beside ``final``, then installed.
 
-    ``unfused``: the FP32 graph before onnxruntime's fusions, when the artifact has them; it is what gets
-    quantized, since onnxruntime's quantizer leaves a fused Attention in FP32 (the two compute the same)."""
+    ``unfused``: the FP32 graph before onnxruntime's fusions, when the artifact has them; static INT8 starts
+    from it (Q/DQ calibration works on plain ONNX ops). Dynamic INT8 starts from the fused artifact: its
+    Attention ops become QAttention (``quantize.prepare_attention``), and the fusions need not be redone."""
     from .calibration.int8 import build_int8
     from .spec import TensorSpec
 
     specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
     with temp_path(final, folder=True) as staging:
         built, start = staging / final.name, fp32.path
-        if unfused is not None:
+        if unfused is not None and options.calib is not None:
             import onnx
 
             start = staging / "unfused.onnx"
@@ -271,8 +274,14 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
     allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
     mask = attention_mask_input(candidate.inputs, meta)
     with candidate:
-        result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
-                         inputs_from=origin, mask_input=mask, classifier=meta.is_classifier if meta.task else None)
+        try:
+            result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
+                             inputs_from=origin, mask_input=mask, classifier=meta.is_classifier if meta.task else None)
+        except InputError as exc:
+            if not origin.startswith("generated"):
+                raise
+            raise generated_failure(str(source.path or "the model"), source.inputs, meta,
+                                    first_line(exc.__cause__ or exc)) from exc
     result.inputs = describe_feeds(feeds, origin)
     say(result.summary())
     return result
@@ -310,14 +319,14 @@ def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = N
     elif source.sample is not None:
         feeds, origin = source.sample, "--sample rows"
     else:
-        fixed = next((s for s in source.inputs if s.shape and isinstance(s.shape[0], int)), None)
-        if fixed is not None and fixed.shape[0] < 1:
-            raise InputError(f"input {fixed.name!r} has a first dimension of 0 ({fixed}): a model with no rows cannot "
-                             "be checked; export it with a batch of at least 1 (or a symbolic one)")
-        step = fixed.shape[0] if fixed is not None else 1
+        step = fixed_batch(source.inputs)
+        if step == 0:
+            raise InputError(f"input {source.inputs[0].name!r} has a first dimension of 0 ({source.inputs[0]}): a model "
+                             "with no rows cannot be checked; export it with a batch of at least 1 (or a symbolic one)")
+        step = step or 1
         rows = -(-CHECK_SAMPLES // step) * step
         shapes = shapes or {}
-        specs = [s.with_batch(rows) for s in source.inputs]
+        specs = batched(source.inputs, rows)
         return random_feeds(specs, sizes=shapes, meta=meta), generated_origin(specs, 0, meta, shapes)
     for name, values in feeds.items():
         values = np.asarray(values)

@@ -202,8 +202,44 @@ def max_input_bytes() -> int:
 
 def batch_symbols(specs: Iterable[TensorSpec]) -> set[str]:
     """The names of the inputs' symbolic first dims: a dim is named once per model, so such a symbol is the
-    batch on every axis it appears on (a recurrent state shaped 2 x batch x 128 beside x: batch x 576)."""
-    return {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
+    batch on every axis it appears on (a recurrent state shaped 2 x batch x 128 beside x: batch x 576). An
+    unnamed dim (``?``) names nothing: two of them need not be the same size."""
+    return {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?"}
+
+
+def fixed_batch(specs: Iterable[TensorSpec]) -> int | None:
+    """The batch of a model exported for one batch size: every input with a dim has a fixed first one, all
+    alike (x: 1x3x224x224). None when the batch is dynamic: then an input with a fixed first dim (silero-vad's
+    state: 2x?x128 beside input: ?x?) holds something else there, and is not batched on its first axis."""
+    firsts = {s.shape[0] for s in specs if s.shape}
+    return firsts.pop() if len(firsts) == 1 and isinstance(next(iter(firsts)), int) else None
+
+
+def batch_axes(specs: Iterable[TensorSpec]) -> dict[str, int | None]:
+    """The axis that carries the batch in each input, None for an input that has none (a scalar, or a fixed
+    first dim with no known batch symbol elsewhere: such an input is given whole, as it is, to every call)."""
+    specs = list(specs)
+    if fixed_batch(specs) is not None:
+        return {s.name: 0 if s.shape else None for s in specs}
+    symbols = batch_symbols(specs)
+    axes: dict[str, int | None] = {}
+    for spec in specs:
+        carriers = [i for i, d in enumerate(spec.shape) if isinstance(d, str) and (i == 0 or d in symbols)]
+        axes[spec.name] = carriers[0] if carriers else None
+    return axes
+
+
+def batched(specs: Iterable[TensorSpec], batch: int) -> list[TensorSpec]:
+    """``specs`` for ``batch`` samples, the batch set where it lives: on every first axis of a fixed-batch
+    model (whose samples are then run in chunks), else on symbolic first axes and every axis carrying a known
+    batch symbol. Fixed dims stay: what is made of these specs fits the model (``with_batch`` replaces the
+    first dim whatever it is)."""
+    specs = list(specs)
+    if fixed_batch(specs) is not None:
+        return [s.with_batch(batch) for s in specs]
+    symbols = batch_symbols(specs)
+    return [TensorSpec(s.name, tuple(batch if isinstance(d, str) and (i == 0 or d in symbols) else d
+                                     for i, d in enumerate(s.shape)), s.dtype) for s in specs]
 
 
 def input_bytes(specs: Iterable[TensorSpec], batch: int = 1, other: int = 1) -> int:

@@ -23,8 +23,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .data import sample_count
+from .data import sample_count, select_rows
 from .errors import InputError
+from .spec import fixed_batch
 
 #: precision -> (atol, rtol, min label agreement): an output passes when |c - r| <= atol + rtol * |r| everywhere.
 TOLERANCES = {
@@ -97,15 +98,16 @@ def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 
     The last chunk is filled up with the first samples again and their outputs dropped, so that every
     sample is run exactly once in the result whatever the fixed batch."""
-    total = sample_count(feeds)
-    first = runtime.inputs[0].shape[0] if getattr(runtime, "inputs", None) and runtime.inputs[0].shape else None
+    specs = getattr(runtime, "inputs", None)
+    total = sample_count(feeds, specs)
+    first = fixed_batch(specs) if specs is not None else None
     step = first if isinstance(first, int) else total
     if step == total or total == 0:
         return dict(runtime.run(dict(feeds)))
     chunks = []
     for start in range(0, total, step):
         rows = np.arange(start, start + step) % total
-        out = runtime.run({k: v[rows] for k, v in feeds.items()})
+        out = runtime.run(select_rows(feeds, specs, rows))
         chunks.append({name: np.asarray(value)[: total - start] for name, value in out.items()})
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
@@ -133,9 +135,9 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
     reference = load(reference) if isinstance(reference, (str, os.PathLike)) else reference
     candidate = load(candidate) if isinstance(candidate, (str, os.PathLike)) else candidate
     masks = output_masks(reference, inputs, mask_input) if mask_input is not None else {}
-    return compare_outputs(run_all(reference, inputs), run_all(candidate, inputs), sample_count(inputs),
-                           precision=precision, atol=atol, rtol=rtol, row_allowance=row_allowance,
-                           inputs_from=inputs_from, masks=masks, classifier=classifier)
+    return compare_outputs(run_all(reference, inputs), run_all(candidate, inputs),
+                           sample_count(inputs, getattr(reference, "inputs", None)), precision=precision, atol=atol,
+                           rtol=rtol, row_allowance=row_allowance, inputs_from=inputs_from, masks=masks, classifier=classifier)
 
 
 def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], samples: int, *,

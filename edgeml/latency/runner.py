@@ -27,9 +27,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data import (OTHER_DIM, check_sizes, concrete_specs, describe_feeds, format_inputs, generated_origin, parse_shapes,
-                    random_feeds, read_feeds, sample_count)
-from ..errors import InputError
-from ..spec import check_input_bytes, max_input_bytes
+                    generated_failure, random_feeds, read_feeds, sample_count, select_rows, unbatched)
+from ..errors import InputError, first_line
+from ..spec import check_input_bytes, fixed_batch, format_shape, max_input_bytes
 from .stats import (BLOCK_CONFIDENCE, BLOCKS, CONFIDENCE, block_gate, block_samples, descheduled, gate_samples,
                     own_times, percentile_key, summarize)
 
@@ -286,6 +286,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     clock, notes = gate_clock(method.clock, device)
     with runtime, contextlib.ExitStack() as stack:
         batches, inputs = bench_inputs(runtime, batch, data, seed, shapes=shapes, text=text)
+        batch = inputs.pop("batch", batch)  # data run as it is: its rows are the batch
         say(f"inputs: {format_inputs(inputs)}")
         if against is not None:
             other = stack.enter_context(load(against, device=device, threads=threads, **load_options))
@@ -296,7 +297,12 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
                              "ratio compares different work")
                 say(f"warning: {notes[-1]}")
         start = time.perf_counter_ns()
-        runtime.run(batches[0])
+        try:
+            runtime.run(batches[0])
+        except InputError as exc:
+            if data is not None or text is not None:
+                raise
+            raise generated_failure(runtime.what, runtime.inputs, runtime.meta, first_line(exc.__cause__ or exc)) from exc
         first_ns = time.perf_counter_ns() - start
         say(f"loaded in {load_ns / 1e6:.1f} ms, first inference {first_ns / 1e6:.2f} ms")
         call = cycle_calls(runtime.run, batches)
@@ -500,13 +506,11 @@ def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None
     of ``data``, or sentences of ``text`` (or of a ``.txt`` ``data``) tokenized to one length (``shapes``'
     sequence size, else the longest), else generated from the specs and what the inputs mean
     (``runtime.meta``; seeds seed, seed+1...), symbolic dims sized by ``shapes``."""
-    for spec in runtime.inputs:
-        first = spec.shape[0] if spec.shape else None
-        if isinstance(first, int) and first != batch:
-            raise InputError(
-                f"input {spec.name!r} has a fixed batch of {first}, so --batch {batch} cannot run; "
-                f"use --batch {first}, or convert with --dynamic-batch"
-            )
+    fixed = fixed_batch(runtime.inputs)
+    if fixed is not None and fixed != batch:
+        name = next(s.name for s in runtime.inputs if s.shape)
+        raise InputError(f"input {name!r} has a fixed batch of {fixed}, so --batch {batch} cannot run; "
+                         f"use --batch {fixed}, or convert with --dynamic-batch")
     sizes = parse_shapes(shapes)
     check_sizes(runtime.inputs, sizes, runtime.meta if sizes else None, batch_fix="set it with --batch")
     source = text if text is not None else data
@@ -527,11 +531,19 @@ def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None
         raise InputError(f"--shape sets the size of generated or tokenized inputs; {data} has its own shapes: "
                          "drop --shape")
     feeds = read_feeds(source, runtime.inputs, limit=INPUT_BATCHES * batch, text=encoder)
-    rows = sample_count(feeds)
+    rows = sample_count(feeds, runtime.inputs)
+    whole = unbatched(runtime.inputs) if encoder is None else []
+    if whole:  # the data cannot be split into batches: it is timed as it is, one set a call
+        if batch not in (1, rows):
+            raise InputError(f"input {whole[0].name!r} ({format_shape(whole[0].shape)}) is not batched on its first "
+                             f"axis, so {source} is run as it is, {rows} rows a call, not split into --batch {batch}; "
+                             f"drop --batch, or give data of {batch} rows")
+        origin = f"{source} as it is ({rows} row{'s' if rows != 1 else ''} a call)"
+        return [feeds], {**describe_feeds(feeds, origin), "batch": rows}
     if rows < batch:
         raise InputError(f"{source} has {rows} {'sentences' if encoder else 'rows'}, fewer than --batch {batch}")
     count = min(INPUT_BATCHES, rows // batch)
-    batches = [{k: v[i * batch:(i + 1) * batch] for k, v in feeds.items()} for i in range(count)]
+    batches = [select_rows(feeds, runtime.inputs, slice(i * batch, (i + 1) * batch)) for i in range(count)]
     origin = (f"{count * batch} sentences of {source}, tokenized by {runtime.text_encoder.path.name}" if encoder
               else f"{count * batch} rows of {source}")
     return batches, describe_feeds(batches[0], origin)

@@ -37,7 +37,7 @@ def session_options(threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: a failed call raises, and edgeml says why in one line
     if check_threads(threads):
         options.intra_op_num_threads = int(threads)
     return options
