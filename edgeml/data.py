@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import itertools
 import re
-import zipfile
 from typing import Mapping
 
 import numpy as np
 
-from .errors import InputError, SpecError, first_line
+from .errors import InputError, SpecError
 from .model_meta import ROLES, ModelMeta, read_meta
 from .spec import (NUMPY_DTYPES, TensorSpec, batch_axes, batch_symbols, check_count, check_input_bytes, format_shape,
                    spec_of_array)
@@ -256,7 +255,7 @@ def generated_failure(what: str, specs: list[TensorSpec], meta: ModelMeta | None
     """The error for a model that fails on generated inputs: it names the inputs whose values were guessed
     (integers of unknown range, such as a sample rate, made 0 or 1) and asks for real ones."""
     meta = checked_meta(meta)
-    guessed = [s.name for s in specs if _kind(s) in "iub" and s.name not in meta.vocab
+    guessed = [s.name for s in specs if _kind(s) in ("i", "u", "b") and s.name not in meta.vocab
                and (meta.roles.get(s.name) or infer_role(s)) is None]
     hint = (f"its input(s) {', '.join(map(repr, guessed))} were generated as 0 and 1, which may mean nothing to it"
             if guessed else "generated inputs may mean nothing to it")
@@ -311,23 +310,22 @@ def read_feeds(path, specs: list[TensorSpec], limit: int | None = None, *, image
 
 
 def _read_as_given(path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    from pathlib import Path
+    """The arrays of a .npy/.npz as they are, through the calibration reader's checked headers (never a
+    pickle, never more than the file holds) and the input size limit, before anything is loaded."""
+    from .calibration.sources import _array_shapes, _read_arrays, check_sample
+    from .readable import regular_file
 
-    from .calibration.sources import check_sample
-    from .errors import no_such_file
+    path = regular_file(path, "--data file")
+    shapes = _array_shapes(path, specs)
+    check_input_bytes([TensorSpec(s.name, shapes[s.name], s.dtype) for s in specs], what=f"--data {path}")
+    return check_sample({name: _whole(array) for name, array in _read_arrays(path, specs).items()}, specs, str(path))
 
-    path = Path(path)
-    if not path.is_file():
-        raise no_such_file(path)
-    try:
-        if path.suffix.lower() == ".npy":
-            arrays = {specs[0].name: np.load(path, allow_pickle=False)} if len(specs) == 1 else {}
-        else:
-            with np.load(path, allow_pickle=False) as loaded:
-                arrays = {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} cannot be read as numpy arrays ({first_line(exc)}); save them with np.savez") from exc
-    return check_sample(arrays, specs, str(path))
+
+def _whole(array) -> np.ndarray:
+    """All of an array as ``_read_arrays`` gives it: rows read on demand (sliced), a memory map or in memory."""
+    if not array.shape:
+        return np.asarray(array if isinstance(array, np.ndarray) else array[None])
+    return np.asarray(array[0:array.shape[0]])
 
 
 def unbatched(specs: list[TensorSpec]) -> list[TensorSpec]:

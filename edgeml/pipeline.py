@@ -158,21 +158,23 @@ def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, 
     """The INT8 step writes its file itself: into a private folder beside ``final``, then installed.
 
     ``unfused``: the FP32 graph before onnxruntime's fusions, when the artifact has them; static INT8 starts
-    from it (Q/DQ calibration works on plain ONNX ops). Dynamic INT8 starts from the fused artifact: its
-    Attention ops become QAttention (``quantize.prepare_attention``), and the fusions need not be redone."""
+    from it (Q/DQ calibration works on plain ONNX ops). Dynamic INT8 starts from the fused artifact, whose
+    Attention ops become QAttention (``quantize.prepare_attention``), and from ``unfused`` when they cannot."""
     from .calibration.int8 import build_int8
     from .spec import TensorSpec
 
     specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
     with temp_path(final, folder=True) as staging:
-        built, start = staging / final.name, fp32.path
-        if unfused is not None and options.calib is not None:
+        built, start, fallback = staging / final.name, fp32.path, None
+        if unfused is not None:
             import onnx
 
-            start = staging / "unfused.onnx"
-            onnx.save_model(unfused, str(start))
+            fallback = staging / "unfused.onnx"
+            onnx.save_model(unfused, str(fallback))
+            if options.calib is not None:
+                start, fallback = fallback, None
         tokenizer = next((fp32.path.parent / name for name in fp32.record.get("companions", ())), None)
-        report = build_int8(start, built, specs, options, say, tokenizer)
+        report = build_int8(start, built, specs, options, say, tokenizer, unfused=fallback)
         # The INT8 model reads the FP32 one's tokenizer (its metadata is copied): listed with it, not copied again.
         companions = {name: fp32.path.parent / name for name in fp32.record.get("companions", ())}
         return _install(Artifact(final, "onnx", None, {"quantization": report}), built, source, companions)
@@ -321,8 +323,9 @@ def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = N
     else:
         step = fixed_batch(source.inputs)
         if step == 0:
-            raise InputError(f"input {source.inputs[0].name!r} has a first dimension of 0 ({source.inputs[0]}): a model "
-                             "with no rows cannot be checked; export it with a batch of at least 1 (or a symbolic one)")
+            empty = next(s for s in source.inputs if s.shape)
+            raise InputError(f"input {empty.name!r} has a first dimension of 0 ({empty}): a model with no rows cannot "
+                             "be checked; export it with a batch of at least 1 (or a symbolic one)")
         step = step or 1
         rows = -(-CHECK_SAMPLES // step) * step
         shapes = shapes or {}

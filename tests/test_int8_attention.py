@@ -111,3 +111,37 @@ def test_convert_quantizes_the_fused_graph_with_qattention(biased_bert, tmp_path
     assert {"QAttention", "SkipLayerNormalization"} <= ops and "Attention" not in ops
     assert report["recipe"]["attention"].startswith("2 fused Attention op(s) as QAttention")
     assert report["accuracy"]["passed"]
+
+
+def test_attention_that_cannot_be_prepared_is_quantized_from_the_unfused_graph(biased_bert, tmp_path, monkeypatch):
+    """When the rewrite is refused (here: forced), the Q/K/V MatMuls of the graph before fusion are
+    quantized instead of leaving the fused Attention, and its projections, in FP32."""
+    from edgeml.calibration import int8 as int8_module
+    from edgeml.calibration.int8 import Int8Options
+    from tests.conftest import SENTENCES_FILE
+
+    def refuse(model, out, probe, mask_input):
+        return {"attention_nodes": 2, "quantizable": [], "unsafe": [], "reason": "refused by the test"}
+
+    monkeypatch.setattr(int8_module, "prepare_attention", refuse)
+    result = edgeml.convert(biased_bert, output_dir=tmp_path, data=str(SENTENCES_FILE),
+                            int8=Int8Options(target="x86-vnni", min_cosine=0.95))
+    report = result.artifacts[1].record["quantization"]
+    ops = [n.op_type for n in onnx.load(str(result.artifacts[1].path)).graph.node]
+    assert "Attention" not in ops and "QAttention" not in ops
+    assert ops.count("MatMulInteger") >= 2 * 6  # Q, K, V, output and two feed-forward MatMuls a layer
+    assert any("refused by the test (quantizing the graph before fusion instead)" in n for n in report["notes"])
+
+
+def test_qattention_weights_follow_the_target_bits(fused, tmp_path):
+    """x86 (the default) stores 7-bit weights, so AVX2's int16 pair sums cannot saturate; x86-vnni 8-bit."""
+    from onnx import numpy_helper
+
+    model, probe, _ = fused
+    prepare_attention(model, tmp_path / "prepared.onnx", probe, "attention_mask")
+    for target, largest in (("x86", 64), ("x86-vnni", 127)):
+        quantize_dynamic(tmp_path / "prepared.onnx", get_target(target), tmp_path / f"{target}.onnx")
+        graph = onnx.load(str(tmp_path / f"{target}.onnx")).graph
+        values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        weights = [values[n.input[1]] for n in graph.node if n.op_type == "QAttention"]
+        assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == largest

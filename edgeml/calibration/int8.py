@@ -23,13 +23,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import generated_origin, input_meta, random_feeds, read_feeds, sample_count, stack_samples
+from ..data import (generated_origin, input_meta, random_feeds, read_feeds, sample_count, select_rows,
+                    stack_samples)
 from ..errors import CheckFailed, ExportError, InputError
 from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
 from ..model_meta import CLASSIFIER_TASKS, TASKS
 from ..readable import regular_file
-from ..spec import TensorSpec, batched
+from ..spec import TensorSpec, batched, fixed_batch
 from .quantize import (METHODS, OUTLIER_RATIO, SMOOTHING_ALPHA, calibrate, check_finite, layer_sqnr, mask_path,
                        matmul_sqnr, prepare_attention, preprocess, quantize_dynamic, quantize_static, read_labels,
                        scale_rows)
@@ -120,11 +121,13 @@ class _Gate:
 
 
 def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Options,
-               say: Callable[[str], None], tokenizer: Path | None = None) -> dict:
+               say: Callable[[str], None], tokenizer: Path | None = None, unfused: Path | None = None) -> dict:
     """Quantize ``fp32`` into ``final``; returns the quantization report (raises CheckFailed if the gate fails).
 
     ``tokenizer``: the model's tokenizer.json, which turns ``.txt`` calibration or evaluation sentences into
-    inputs (default: the one ``fp32``'s metadata names, beside it).
+    inputs (default: the one ``fp32``'s metadata names, beside it). ``unfused``: ``fp32``'s graph before
+    onnxruntime's fusions, quantized instead when its fused Attention ops cannot be (their Q/K/V MatMuls are
+    quantized there).
     Every temporary file lives in a private folder, removed on success, failure and Ctrl-C."""
     from ..validate import attention_mask_input
     from .sources import is_text_file
@@ -172,7 +175,8 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
                           peak_rss_mb=round(calibration.peak_rss_mb, 1), source=source.description,
                           preprocessing=source.preprocessing)
             feeds, origin = (_read_eval(options, specs, text) if options.eval_data
-                             else (stack_samples(holdout, specs=specs), f"{len(holdout)} held-out samples of {source.name}"))
+                             else (stack_samples(holdout, specs=specs),
+                                   f"{len(holdout)} held-out samples of {source.name}"))
         else:
             calibration = None
             feeds, origin = (_read_eval(options, specs, text) if options.eval_data
@@ -185,7 +189,8 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
         if labels is not None and len(labels) != rows:
             raise InputError(f"--eval-labels has {len(labels)} labels for {rows} evaluation samples; give one per sample")
         gate = _Gate(feeds, origin, labels, classifier=labels is not None or task in CLASSIFIER_TASKS,
-                     judge_labels=static or options.eval_data is not None, mask_input=attention_mask_input(specs, meta), specs=specs)
+                     judge_labels=static or options.eval_data is not None, mask_input=attention_mask_input(specs, meta),
+                     specs=specs)
         report["evaluation_data"] = ("eval_data" if options.eval_data is not None else "held-out calib" if static
                                      else "generated")
         rows = None
@@ -199,8 +204,16 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
             attention = prepare_attention(pre, workdir / "attention.onnx", probe, gate.mask_input)
             if attention["quantizable"]:
                 pre = workdir / "attention.onnx"
-            elif attention.get("reason"):
-                report["notes"].append(f"the fused Attention ops stay FP32: {attention['reason']}")
+            elif attention["attention_nodes"]:
+                fallback = " (quantizing the graph before fusion instead)" if unfused is not None else ""
+                report["notes"].append(f"the fused Attention ops cannot be quantized: {attention['reason']}{fallback}")
+                say(report["notes"][-1])
+                if unfused is not None:
+                    attention, pre = {}, workdir / "unfused_preprocessed.onnx"
+                    preprocess(unfused, pre)
+                    if gate.mask_input:
+                        rows = scale_rows(pre, workdir / "unfused_rows.onnx", probe)
+                        pre = workdir / "unfused_rows.onnx"
 
         # Plans, tried in order until one passes the gate: int8 attention (QAttention) first where it applies,
         # then the fused Attention in FP32; per-channel weights, then per-tensor ones for dynamic INT8.
@@ -339,8 +352,7 @@ def _rounds(pre: Path, fp32: Path, workdir: Path, gate: _Gate, options: Int8Opti
 def _worst_samples(gate: _Gate, accuracy: dict) -> list[dict]:
     """The evaluation samples INT8 damaged most (lowest cosine), one by one: where the SQNR is measured."""
     order = accuracy.get("worst_samples") or range(sample_count(gate.feeds, gate.specs))
-    return [{k: v[i:i + 1] if np.ndim(v) else v for k, v in gate.feeds.items()}  # scalars: no batch axis
-            for i in list(order)[:SQNR_SAMPLES]]
+    return [select_rows(gate.feeds, gate.specs, slice(i, i + 1)) for i in list(order)[:SQNR_SAMPLES]]
 
 
 def _int8_tables(path: Path) -> int:
@@ -460,8 +472,7 @@ def quick_latency(fp32: Path, int8: Path, target: Target) -> dict:
     from ..runtimes.onnxrt import OnnxRuntime
 
     with OnnxRuntime(fp32) as runtime:
-        first = runtime.inputs[0].shape[0] if runtime.inputs and runtime.inputs[0].shape else 1
-    batch = first if isinstance(first, int) else 1
+        batch = fixed_batch(runtime.inputs) or 1
     method = Method(warmup_ms=100, warmup_runs=5, min_runs=50, min_seconds=0.5, max_seconds=5)
     p50 = {name: bench(path, percentile=50, batch=batch, method=method).stats["p50_ms"]
            for name, path in (("fp32", fp32), ("int8", int8))}

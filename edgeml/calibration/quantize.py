@@ -412,10 +412,10 @@ def _channel_maxima(proto, tensors: list[str], feeds: dict) -> dict[str, np.ndar
     probe.CopyFrom(proto)
     present = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in present)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    with onnxruntime_failure("measuring the MatMul inputs for per-row INT8 scales", "ship the FP32 artifact"):
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from ..runtimes.onnxrt import session_options
+
+    with onnxruntime_failure("measuring activation ranges for INT8 (per-row scales, SmoothQuant)", "ship the FP32 artifact"):
+        session = ort.InferenceSession(probe.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
         values = session.run(tensors, feeds)
     return {t: np.abs(v.reshape(-1, v.shape[-1])).max(axis=0) for t, v in zip(tensors, values)}
 
@@ -423,8 +423,8 @@ def _channel_maxima(proto, tensors: list[str], feeds: dict) -> dict[str, np.ndar
 #: SmoothQuant's migration strength for the inputs of fused Attention (``prepare_attention``): 0.5 is the
 #: paper's default; on MiniLM-L6 0.65 gave the best lowest sentence cosine of 0.5, 0.65 and 0.8.
 SMOOTHING_ALPHA = 0.65
-#: A rewrite of the FP32 graph is kept only when its outputs stay this close (relative to each output's
-#: largest value) to the graph's own on the probe inputs: it must compute the same model.
+#: A rewrite of the FP32 graph is kept only when its outputs stay this close to the graph's own on the
+#: probe inputs (times each output's largest |value| when that is over 1): it must compute the same model.
 REWRITE_TOLERANCE = 1e-4
 
 
@@ -459,7 +459,9 @@ def prepare_attention(model: Path, out: Path, probe: dict, mask_input: str | Non
                   and weights[n.input[1]].data_type == onnx.TensorProto.FLOAT
                   and (not _carries_bias(n) or mask_input is not None) and _equal_qkv(n)]
     if not candidates:
-        return {**record, "reason": "no fused Attention with a 2-D float weight and one Q/K/V size"}
+        reason = ("they take the padding mask as an attention bias and the model has no attention-mask input"
+                  if mask_input is None and unsafe else "none has a 2-D float weight and one Q/K/V size")
+        return {**record, "reason": reason}
     maxima = _channel_maxima(proto, sorted({n.input[0] for n in candidates}), probe)
     cast = f"{mask_input}.mask_index" if mask_input else None
     before: dict[str, list] = {}  # node name -> nodes inserted right before it
@@ -496,13 +498,13 @@ def prepare_attention(model: Path, out: Path, probe: dict, mask_input: str | Non
         return {**record, "reason": "the rewritten graph does not compute the same outputs; Attention stays FP32"}
     out.write_bytes(proto.SerializeToString())
     names = [n.name for n in candidates]
-    return {**record, "quantizable": names, "unsafe": [n for n in unsafe if n not in names],
-            "smoothing_alpha": SMOOTHING_ALPHA}
+    return {**record, "quantizable": names, "unsafe": [n for n in unsafe if n not in names]}
 
 
 def _carries_bias(node) -> bool:
-    """An Attention with an ``attention_bias`` (input 5), which QAttention does not have."""
-    return len(node.input) > 5 and bool(node.input[5])
+    """An Attention with an input past 4 (``attention_bias``, ``past_sequence_length``), which QAttention
+    does not have: onnxruntime's quantizer would drop it."""
+    return any(node.input[5:])
 
 
 def _equal_qkv(node) -> bool:
@@ -521,8 +523,9 @@ def _same_outputs(model: Path, rewritten, feeds: dict) -> bool:
     """Whether ``rewritten`` (a ModelProto) computes ``model``'s outputs on ``feeds``, up to float rounding."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from ..runtimes.onnxrt import session_options
+
+    options = session_options()
     with onnxruntime_failure("checking the Attention rewrite for INT8", "ship the FP32 artifact"):
         expected = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]).run(None, feeds)
         try:
@@ -530,7 +533,8 @@ def _same_outputs(model: Path, rewritten, feeds: dict) -> bool:
                                        providers=["CPUExecutionProvider"]).run(None, feeds)
         except Exception:  # noqa: BLE001 - a rewrite onnxruntime cannot run is simply not used
             return False
-    return all(np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=0, atol=REWRITE_TOLERANCE * max(1.0, float(np.abs(a).max(initial=0))))
+    return all(np.shape(a) == np.shape(b)
+               and np.allclose(a, b, rtol=0, atol=REWRITE_TOLERANCE * max(1.0, float(np.abs(a).max(initial=0))))
                for a, b in zip(expected, got))
 
 
