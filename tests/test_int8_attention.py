@@ -145,3 +145,59 @@ def test_qattention_weights_follow_the_target_bits(fused, tmp_path):
         values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         weights = [values[n.input[1]] for n in graph.node if n.op_type == "QAttention"]
         assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == largest
+
+
+def _shared_weight_attention(path):
+    """Two Attention layers reading one weight (as ALBERT shares its layers), their padding mask given as an
+    additive attention bias (0 on real tokens, -10000 on padding), input channel 3 an outlier."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng, hidden = np.random.default_rng(0), 16
+    constants = {"axes": np.array([1, 2], np.int64), "one": np.array(1, np.float32), "i1": np.array([1], np.int64),
+                 "ones": np.array([1, 1], np.int64), "last": np.array([1], np.int64),
+                 "fill": np.array(-10000, np.float32), "W": rng.standard_normal((hidden, 3 * hidden)).astype(np.float32),
+                 "b": rng.standard_normal(3 * hidden).astype(np.float32) * 0.1}
+    nodes = [helper.make_node("Unsqueeze", ["attention_mask", "axes"], ["m4"], name="unsqueeze"),
+             helper.make_node("Cast", ["m4"], ["m4f"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Sub", ["one", "m4f"], ["padding"], name="sub"),
+             helper.make_node("Mul", ["padding", "fill"], ["keys"], name="mul"),  # (batch, 1, 1, sequence)
+             helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "i1"], ["length"], axis=0, name="length"),
+             helper.make_node("Concat", ["ones", "length", "last"], ["square"], axis=0, name="square"),
+             helper.make_node("Expand", ["keys", "square"], ["bias"], name="expand")]  # (batch, 1, sequence, sequence)
+    current = "x"
+    for layer in range(2):
+        nodes += [helper.make_node("Attention", [current, "W", "b", "", "", "bias"], [f"a{layer}"],
+                                   domain="com.microsoft", num_heads=2, name=f"attention{layer}"),
+                  helper.make_node("Add", [f"a{layer}", current], [f"r{layer}"], name=f"residual{layer}")]
+        current = f"r{layer}"
+    graph = helper.make_graph(
+        nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", hidden]),
+                          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["batch", "sequence", hidden])],
+        [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]),
+              str(path))
+
+
+def _padded(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, 6, 16)).astype(np.float32)
+    x[..., 3] *= 20
+    mask = np.ones((4, 6), np.int64)
+    for row in range(1, 4):
+        mask[row, 6 - row:] = 0
+    return {"x": x, "attention_mask": mask}
+
+
+def test_a_weight_shared_by_layers_is_smoothed_once(tmp_path):
+    _shared_weight_attention(tmp_path / "shared.onnx")
+    record = prepare_attention(tmp_path / "shared.onnx", tmp_path / "prepared.onnx", _padded(1), "attention_mask")
+    assert sorted(record["quantizable"]) == ["attention0", "attention1"]
+    graph = onnx.load(str(tmp_path / "prepared.onnx")).graph
+    assert [i.name for i in graph.initializer if i.name.startswith("W")] == ["W.smoothed", "W.smoothing"]  # one copy
+    with OnnxRuntime(tmp_path / "shared.onnx") as original, OnnxRuntime(tmp_path / "prepared.onnx") as prepared:
+        judged = _padded(2)
+        np.testing.assert_allclose(prepared.run(judged)["r1"], original.run(judged)["r1"], rtol=1e-4, atol=1e-3)
+    quantize_dynamic(tmp_path / "prepared.onnx", get_target("x86"), tmp_path / "int8.onnx")
+    assert [n.op_type for n in _attention(tmp_path / "int8.onnx")] == ["QAttention"] * 2

@@ -178,3 +178,12 @@ def test_convert_checks_silero_on_given_data(silero, tmp_path):
     code, output = cli("convert", silero, "-o", out, "--data", _silero_data(tmp_path, 1))
     assert code == 0, output
     assert "check passed on 1 samples" in output and (out / "silero_vad.onnx").is_file()
+
+
+def test_static_int8_refuses_inputs_it_cannot_split_into_samples(state_model, tmp_path):
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.ones((4, 4), np.float32), h=np.zeros((2, 4, 3), np.float32))
+    code, output = cli("convert", state_model, "-o", tmp_path / "out", "--int8", "--calib", data)
+    line = one_error_line(output)
+    assert code == 2 and "input 'h'" in line and "drop --calib" in line
+    assert not (tmp_path / "out" / "state.int8.onnx").exists()

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import (generated_origin, input_meta, random_feeds, read_feeds, sample_count, select_rows,
-                    stack_samples)
+                    stack_samples, unbatched)
 from ..errors import CheckFailed, ExportError, InputError
 from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
@@ -159,6 +159,12 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
         mask_nodes: list[str] = []
         if static:
             from .sources import open_source
+
+            odd = unbatched(specs)
+            if odd:
+                raise InputError(f"static INT8 (--calib) reads samples along each input's first axis, which input "
+                                 f"{odd[0].name!r} ({odd[0]}) does not batch on; use dynamic INT8 (drop --calib) "
+                                 "with --eval-data")
 
             source = open_source(options.calib, specs, image=options.image, text=text)
             holdout_size = 0 if options.eval_data is not None else options.eval_samples

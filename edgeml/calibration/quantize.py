@@ -457,6 +457,7 @@ def prepare_attention(model: Path, out: Path, probe: dict, mask_input: str | Non
     weights = {i.name: i for i in graph.initializer}
     candidates = [n for n in attentions if n.input[1] in weights and len(weights[n.input[1]].dims) == 2
                   and weights[n.input[1]].data_type == onnx.TensorProto.FLOAT
+                  and not any(n.input[3:5]) and not any(n.input[6:])  # no mask index, past state or length yet
                   and (not _carries_bias(n) or mask_input is not None) and _equal_qkv(n)]
     if not candidates:
         reason = ("they take the padding mask as an attention bias and the model has no attention-mask input"
@@ -464,19 +465,26 @@ def prepare_attention(model: Path, out: Path, probe: dict, mask_input: str | Non
         return {**record, "reason": reason}
     maxima = _channel_maxima(proto, sorted({n.input[0] for n in candidates}), probe)
     cast = f"{mask_input}.mask_index" if mask_input else None
-    before: dict[str, list] = {}  # node name -> nodes inserted right before it
+    sharing: dict[str, list] = {}  # weight -> the Attention nodes that read it (ALBERT shares one across layers)
     for node in candidates:
-        weight = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
-        x_max, w_max = maxima[node.input[0]].astype(np.float64), np.abs(weight).max(axis=1)
+        sharing.setdefault(node.input[1], []).append(node)
+    before: dict[str, list] = {}  # node output -> nodes inserted right before the node
+    for name, nodes in sharing.items():
+        weight = numpy_helper.to_array(weights[name]).astype(np.float64)
+        x_max = np.max([maxima[n.input[0]] for n in nodes], axis=0).astype(np.float64)
+        w_max = np.abs(weight).max(axis=1)
         scale = np.where((x_max > 0) & (w_max > 0),
                          x_max ** SMOOTHING_ALPHA / np.maximum(w_max, 1e-30) ** (1 - SMOOTHING_ALPHA), 1.0)
         scale = np.clip(scale, 1e-4, 1e4)
-        key = node.output[0]  # unique, unlike node names
-        smoothed, inverse = f"{key}.smoothed_weight", f"{key}.smoothing"
+        smoothed, inverse = f"{name}.smoothed", f"{name}.smoothing"  # one copy per weight, however many read it
         graph.initializer.extend([numpy_helper.from_array((weight * scale[:, None]).astype(np.float32), smoothed),
                                   numpy_helper.from_array((1 / scale).astype(np.float32), inverse)])
-        before[key] = [helper.make_node("Mul", [node.input[0], inverse], [f"{key}.smoothed_input"], name=f"{key}.smooth")]
-        node.input[0], node.input[1] = f"{key}.smoothed_input", smoothed
+        for node in nodes:
+            key = node.output[0]  # unique, unlike node names
+            before[key] = [helper.make_node("Mul", [node.input[0], inverse], [f"{key}.smoothed_input"],
+                                            name=f"{key}.smooth")]
+            node.input[0], node.input[1] = f"{key}.smoothed_input", smoothed
+    for node in candidates:
         for attribute in [a for a in node.attribute if a.name == "qkv_hidden_sizes"]:
             node.attribute.remove(attribute)
         if _carries_bias(node):
