@@ -38,7 +38,7 @@ def images(count: int):
 def child(model: str, count: int, target: str, counts: str) -> None:
     """Calibrate in this fresh process and print its peak RSS (MB) and the time, as JSON."""
     from edgeml.calibration.quantize import calibrate, peak_rss_mb, preprocess
-    from edgeml.calibration.sources import open_source
+    from edgeml.datafiles import open_source
     from edgeml.calibration.targets import get_target
     from edgeml.onnx_graph import graph_input_specs, read_onnx
 

@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 import edgeml
-from edgeml.latency.runner import Method, time_calls
+from edgeml.latency.runner import Method
+from edgeml.latency.timing import time_calls
 from edgeml.latency.stats import conservative_percentile, gate_samples
 
 HARNESS_TARGET_US = 2.0

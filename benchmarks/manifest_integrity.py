@@ -125,7 +125,7 @@ def concurrent_rounds(inputs: dict, rounds: int, work: Path) -> dict:
 
 
 def kill_rounds(inputs: dict, kills: int, work: Path, seed: int) -> dict:
-    from edgeml.verify import verify
+    from edgeml.verification import verify
 
     base = work / "previous"
     # The gate is not what is measured here: a loose one, so that every uninterrupted run writes INT8.

@@ -13,6 +13,7 @@ import traceback
 
 import click
 
+from .backends import BACKENDS
 from .calibration.targets import DEFAULT_TARGET as DEFAULT_INT8_TARGET, TARGETS as INT8_TARGETS
 from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError, InputError
 from .model_meta import TASKS
@@ -59,6 +60,61 @@ class _Group(click.Group):
             traceback.print_exc()
         _err(" ".join(message.split()))
         ctx.exit(code)
+
+
+class _Sections(click.Command):
+    """A command whose --help lists its options under headings, so that a long list reads like a page.
+
+    ``sections``: (heading, flags) pairs in the order shown; every option is in exactly one, which is checked
+    when the command is made (an option added without a section fails at import, in every test). --help
+    itself comes last, under the usual "Options"."""
+
+    def __init__(self, *args, sections: tuple[tuple[str, tuple[str, ...]], ...], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+        by_flag = {flag: param for param in self.params for flag in param.opts}
+        declared = [flag for _, flags in sections for flag in flags]
+        unknown = [flag for flag in declared if flag not in by_flag]
+        placed = [by_flag[flag] for flag in declared if flag in by_flag]
+        twice = {p.opts[-1] for p in placed if placed.count(p) > 1}
+        missing = [p.opts[-1] for p in self.params if isinstance(p, click.Option) and p not in placed]
+        if unknown or twice or missing:
+            raise ValueError(f"edgeml {self.name}: help sections name unknown options {unknown}, list {sorted(twice)} "
+                             f"twice, leave out {missing}")
+
+    def format_options(self, ctx, formatter) -> None:
+        by_flag = {flag: param for param in self.get_params(ctx) for flag in param.opts}
+        placed = set()
+        for heading, flags in self.sections:
+            params = [by_flag[flag] for flag in flags]
+            placed.update(params)
+            with formatter.section(heading):
+                formatter.write_dl([r for r in (p.get_help_record(ctx) for p in params) if r])
+        rest = [r for r in (p.get_help_record(ctx) for p in self.get_params(ctx)
+                            if isinstance(p, click.Option) and p not in placed) if r]
+        if rest:
+            with formatter.section("Options"):
+                formatter.write_dl(rest)
+
+
+def _tolerance(ctx, param, values):
+    """--atol X (every output), or --atol NAME=X once per output (the others keep the default): the API's
+    float or mapping."""
+    if not values:
+        return None
+    named = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            number = float(number)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: give a number, e.g. 1e-3, or NAME=NUMBER for one output") from None
+        if name in named:
+            raise click.BadParameter(f"{value!r}: {'output ' + repr(name) if name else 'the tolerance'} is given twice")
+        named[name] = number
+    if "" in named and len(named) > 1:
+        raise click.BadParameter("give one number for every output, or NAME=NUMBER once per output, not both")
+    return named[""] if "" in named else named
 
 
 def _quiet_closed_pipe() -> None:
@@ -121,9 +177,24 @@ def _source_options(command):
     return command
 
 
-@main.command()
+CONVERT_SECTIONS = (
+    ("Source (what MODEL is and how to load it)",
+     ("--input", "--sample", "--model-class", "--model-kwargs", "--trust-pickle", "--task", "--trust-remote-code")),
+    ("Export (MODEL to ONNX)", ("--to", "--dynamic-batch", "--opset", "--no-optimize", "--no-fuse")),
+    ("Check (every artifact against its source, on the same inputs)",
+     ("--data", "--shape", "--no-check", "--atol", "--rtol")),
+    ("INT8 (with --int8: calibration, the accuracy gate against FP32, image preprocessing)",
+     ("--int8", "--calib", "--calib-samples", "--calib-method", "--int8-target", "--max-accuracy-drop", "--min-cosine",
+      "--eval-data", "--eval-labels", "--resize", "--mean", "--std", "--layout", "--scale")),
+    ("Output (where the artifacts and edgeml.json go)", ("--output", "--name")),
+)
+
+
+@main.command(cls=_Sections, sections=CONVERT_SECTIONS)
 @click.argument("model", type=click.Path())
-@click.option("--to", "to", default="onnx", show_default=True, help="Targets, comma-separated (this version: onnx).")
+@click.option("--to", "to", default="onnx", show_default=True,
+              help=f"Targets, comma-separated: {', '.join(BACKENDS)} (each built from the checked ONNX artifact, "
+                   "and from the INT8 one with --int8).")
 @click.option("-o", "--output", "output_dir", default="build", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the artifacts and edgeml.json.")
 @_source_options
@@ -140,8 +211,11 @@ def _source_options(command):
 @click.option("--no-fuse", is_flag=True,
               help="Skip onnxruntime's transformer fusions (Attention, SkipLayerNormalization...): plain ONNX ops only.")
 @click.option("--no-check", is_flag=True, help="Skip the check against the source (the artifact is marked unverified).")
-@click.option("--atol", type=float, help="Absolute tolerance of the check (fp32 default 1e-4).")
-@click.option("--rtol", type=float, help="Relative tolerance of the check (fp32 default 1e-3).")
+@click.option("--atol", multiple=True, callback=_tolerance, metavar="X|NAME=X",
+              help="Absolute tolerance of the check: one number for every output, or NAME=X once per output, the "
+                   "others at the default (fp32 1e-4, fp16 1e-2).")
+@click.option("--rtol", multiple=True, callback=_tolerance, metavar="X|NAME=X",
+              help="Relative tolerance of the check, as --atol (fp32 default 1e-3, fp16 1e-2).")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
 @click.option("--name", help="Artifact file name without suffix (default: the model file's name).")
 @click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static INT8 from --calib data, else dynamic INT8.")
@@ -227,7 +301,7 @@ def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, mi
             raise InputError("--calib, --eval-data, --eval-labels and --min-cosine apply with --int8; add --int8")
         return False
     from .calibration.int8 import Int8Options
-    from .calibration.sources import ImageOptions
+    from .datafiles import ImageOptions
 
     size = _numbers(resize, "--resize", "x")
     if size is not None and len(size) != 2:
@@ -284,8 +358,20 @@ def _fraction(ctx, param, value):
     return number / 100 if text.endswith("%") or number > 1 else number
 
 
-@main.command()
-@click.argument("artifact", type=click.Path(dir_okay=False))
+BENCH_SECTIONS = (
+    ("Inputs (what each call is fed)", ("--batch", "--data", "--text", "--shape", "--seed")),
+    ("Method (where and how the calls are timed)",
+     ("--device", "--threads", "--clock", "--warmup", "--warmup-ms", "--runs", "--min-seconds", "--max-seconds")),
+    ("Gate (exit 1 when over budget or regressed) and comparison",
+     ("--budget-ms", "--percentile", "--baseline", "--max-regression", "--against")),
+    ("Reports", ("--json", "--save-samples", "--junit", "--markdown", "--html")),
+    ("Source models (when ARTIFACT is not an .onnx file)",
+     ("--input", "--sample", "--model-class", "--model-kwargs", "--trust-pickle")),
+)
+
+
+@main.command(cls=_Sections, sections=BENCH_SECTIONS)
+@click.argument("artifact", type=click.Path())
 @click.option("--budget-ms", type=float, help="Latency budget; exit 1 when the gated percentile is over it.")
 @click.option("--percentile", type=float, default=90, show_default=True,
               help="The percentile the gate judges (p90, MLPerf single-stream's, by default): the lowest of 5 blocks' "
@@ -403,7 +489,7 @@ def _render_bench(results) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect(artifact, as_json):
     """Show an ONNX file's inputs, outputs, opsets, size, parameters, ops and precision."""
-    from .inspection import inspect_model
+    from .backends import inspect as inspect_model
 
     info = inspect_model(artifact)
     if as_json:
@@ -433,7 +519,7 @@ def verify(folder):
     \b
       edgeml verify build/
     """
-    from .verify import verify as verify_folder
+    from .verification import verify as verify_folder
 
     result = verify_folder(folder)
     click.get_current_context().meta[EXIT_AFTER_OUTPUT] = 0 if result.ok else EXIT_GATE_FAILED

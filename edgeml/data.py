@@ -2,7 +2,7 @@
 
 Generated inputs mean something for token models: what each input holds (its role: token ids, attention mask,
 token type ids, position ids, plain values) and the range of integer inputs come from the model's metadata
-(``ModelMeta``), else from its input names and its graph (``input_meta``). ``sizes`` (``--shape
+(``ModelMeta``), else from its input names and its graph (``model_meta.input_meta``). ``sizes`` (``--shape
 sequence=128``) set symbolic dims; ``describe_feeds`` records the shapes made and where they came from for
 every report.
 """
@@ -15,9 +15,11 @@ from typing import Mapping
 
 import numpy as np
 
+from .datafiles import array_shapes, check_sample, open_source, read_arrays
 from .errors import InputError, SpecError
-from .model_meta import ROLES, ModelMeta, read_meta
-from .spec import (NUMPY_DTYPES, TensorSpec, batch_axes, batch_symbols, check_count, check_input_bytes, format_shape,
+from .model_meta import ModelMeta, checked_meta, dtype_kind, infer_role
+from .readable import regular_file
+from .spec import (TensorSpec, batch_axes, batch_symbols, check_count, check_input_bytes, format_shape,
                    spec_of_array)
 
 DEFAULT_SEED = 0
@@ -27,90 +29,8 @@ OTHER_DIM = 8
 #: [PAD], [CLS], [SEP], [MASK], [UNK] and unused slots (BERT's first real token is 999), so ids in
 #: [1000, vocab) are ordinary word pieces. Smaller vocabularies skip only id 0, the usual padding id.
 SPECIAL_IDS = 1000
-#: Input names (lower case, without a ``:0`` suffix) that say an input's role, checked in this order.
-ROLE_NAMES = (
-    ("token_type_ids", re.compile(r"(.+_)?(token_type|segment|type)_ids")),
-    ("position_ids", re.compile(r"(.+_)?(position|pos)_ids")),
-    ("attention_mask", re.compile(r"(.+_)?(attention_mask|input_mask|mask)")),
-    ("token_ids", re.compile(r"(.+_)?(input_ids|token_ids|ids|tokens)")),
-)
 _SHAPE_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,12})")
 _SHAPE_HINT = "write NAME=SIZE, e.g. --shape sequence=128 (several: sequence=128,height=224)"
-
-
-# -- what the inputs mean ------------------------------------------------------------------------------
-
-def infer_role(spec: TensorSpec) -> str | None:
-    """The role an input's name says it has (``input_ids`` -> token_ids...), for batch x sequence inputs of a
-    fitting dtype (integers; a mask may also be bool or float); None when the name says nothing."""
-    if len(spec.shape) != 2 or spec.dtype == "str":
-        return None
-    name = spec.name.lower().rsplit(":", 1)[0]
-    for role, pattern in ROLE_NAMES:
-        if pattern.fullmatch(name):
-            kind = _kind(spec)
-            return role if kind in "iu" or (role == "attention_mask" and kind in "bf") else None
-    return None
-
-
-def input_meta(model) -> ModelMeta:
-    """What a model's inputs mean: its stored metadata (``read_meta``), completed where it is silent.
-
-    ``model``: an ONNX ``ModelProto``, the path of an ``.onnx`` file, or a runtime. Roles come from the input
-    names (``infer_role``); the range of integer inputs from the constant table each one indexes
-    (``onnx_graph.index_table_rows``: ``input_ids`` -> the word-embedding rows); the longest sequence
-    (``max_length``) bounds the sequence dim of token inputs in ``dim_max``. Works on files edgeml did not
-    write (plain ``torch.onnx.export``, Optimum). A runtime that is not ONNX (a torch source) has no graph to
-    read: roles from names only.
-    """
-    from .onnx_graph import graph_input_specs, index_table_rows, read_onnx
-
-    proto = None
-    if hasattr(model, "graph"):
-        proto = model
-    elif not hasattr(model, "inputs"):  # a path
-        proto = read_onnx(model, weights=False)
-    meta = checked_meta(read_meta(proto if proto is not None else model))
-    specs = graph_input_specs(proto) if proto is not None else list(model.inputs)
-    for spec in specs:
-        role = meta.roles.get(spec.name) or infer_role(spec)
-        if role:
-            meta.roles[spec.name] = role
-    integers = [s.name for s in specs if _kind(s) in ("i", "u")]
-    if any(name not in meta.vocab for name in integers):
-        if proto is None and getattr(model, "backend", None) == "onnxruntime" and getattr(model, "path", None):
-            proto = read_onnx(model.path, weights=False)
-        found = index_table_rows(proto) if proto is not None else {}
-        meta.vocab = {**{k: v for k, v in found.items() if k in integers}, **meta.vocab}
-    if meta.max_length:
-        for spec in specs:
-            if meta.roles.get(spec.name) in ("token_ids", "attention_mask", "token_type_ids", "position_ids") \
-                    and isinstance(spec.shape[-1], str) and spec.shape[-1] != "?":
-                meta.dim_max.setdefault(spec.shape[-1], int(meta.max_length))
-    return meta
-
-
-def checked_meta(meta: ModelMeta | None) -> ModelMeta:
-    """``meta`` with only well-formed entries (a foreign or crafted file's metadata may hold anything): known
-    roles, sizes that are whole numbers >= 1, labels that are text."""
-    meta = meta or ModelMeta()
-
-    def count(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-    labels = meta.labels if isinstance(meta.labels, list) and all(isinstance(x, str) for x in meta.labels) else None
-    return ModelMeta(task=meta.task if isinstance(meta.task, str) else None, labels=labels,
-                     tokenizer=meta.tokenizer if isinstance(meta.tokenizer, str) else None,
-                     max_length=meta.max_length if count(meta.max_length) else None,
-                     roles={k: v for k, v in meta.roles.items() if v in ROLES},
-                     vocab={k: v for k, v in meta.vocab.items() if count(v)},
-                     dim_max={k: v for k, v in meta.dim_max.items() if count(v)})
-
-
-def _kind(spec: TensorSpec) -> str:
-    """The numpy kind of an input's dtype ('f', 'i', ...), '' for one no array can have."""
-    dtype = NUMPY_DTYPES.get(spec.dtype)
-    return dtype.kind if dtype is not None else ""
 
 
 def parse_shapes(value) -> dict[str, int]:
@@ -255,7 +175,7 @@ def generated_failure(what: str, specs: list[TensorSpec], meta: ModelMeta | None
     """The error for a model that fails on generated inputs: it names the inputs whose values were guessed
     (integers of unknown range, such as a sample rate, made 0 or 1) and asks for real ones."""
     meta = checked_meta(meta)
-    guessed = [s.name for s in specs if _kind(s) in ("i", "u", "b") and s.name not in meta.vocab
+    guessed = [s.name for s in specs if dtype_kind(s) in ("i", "u", "b") and s.name not in meta.vocab
                and (meta.roles.get(s.name) or infer_role(s)) is None]
     hint = (f"its input(s) {', '.join(map(repr, guessed))} were generated as 0 and 1, which may mean nothing to it"
             if guessed else "generated inputs may mean nothing to it")
@@ -301,8 +221,6 @@ def read_feeds(path, specs: list[TensorSpec], limit: int | None = None, *, image
     A model with an input that is not batched on its first axis (``unbatched``: silero-vad's state 2x?x128)
     has no samples to count along axis 0: its ``.npz``/``.npy`` file is read as it is, all of it, each array
     checked against its input."""
-    from .calibration.sources import open_source
-
     if unbatched(specs) and str(path).lower().endswith((".npz", ".npy")):
         return _read_as_given(path, specs)
     return stack_samples(itertools.islice(iter(open_source(path, specs, image=image, text=text)), limit), str(path),
@@ -312,17 +230,14 @@ def read_feeds(path, specs: list[TensorSpec], limit: int | None = None, *, image
 def _read_as_given(path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     """The arrays of a .npy/.npz as they are, through the calibration reader's checked headers (never a
     pickle, never more than the file holds) and the input size limit, before anything is loaded."""
-    from .calibration.sources import _array_shapes, _read_arrays, check_sample
-    from .readable import regular_file
-
     path = regular_file(path, "--data file")
-    shapes = _array_shapes(path, specs)
+    shapes = array_shapes(path, specs)
     check_input_bytes([TensorSpec(s.name, shapes[s.name], s.dtype) for s in specs], what=f"--data {path}")
-    return check_sample({name: _whole(array) for name, array in _read_arrays(path, specs).items()}, specs, str(path))
+    return check_sample({name: _whole(array) for name, array in read_arrays(path, specs).items()}, specs, str(path))
 
 
 def _whole(array) -> np.ndarray:
-    """All of an array as ``_read_arrays`` gives it: rows read on demand (sliced), a memory map or in memory."""
+    """All of an array as ``read_arrays`` gives it: rows read on demand (sliced), a memory map or in memory."""
     if not array.shape:
         return np.asarray(array if isinstance(array, np.ndarray) else array[None])
     return np.asarray(array[0:array.shape[0]])

@@ -29,6 +29,14 @@ _KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "cha
 
 
 def sha256(path: str | os.PathLike) -> str:
+    """The file's sha256; a folder's (an artifact such as a CoreML package) is the sha256 of its files'
+    relative paths and hashes, in path order: any change to a name or a byte inside changes it."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        digest = hashlib.sha256()
+        for name, file in _folder_files(path):
+            digest.update(f"{name}\0{sha256(file)}\n".encode())
+        return digest.hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -36,20 +44,45 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def size_of(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of all the files in a folder."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        return sum(file.stat().st_size for _, file in _folder_files(path))
+    return path.stat().st_size
+
+
+def _folder_files(folder: Path) -> list[tuple[str, Path]]:
+    """(relative posix path, file) for every file under ``folder``, sorted; a link or special file inside is
+    refused: what an artifact holds is its own bytes."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            entry = Path(root) / name
+            mode = os.lstat(entry).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise InputError(f"{entry} is a {'link' if stat.S_ISLNK(mode) else kind_of(mode)} inside the artifact "
+                                 f"folder {folder}; an artifact folder holds only files and folders")
+        found += [(Path(root, name).relative_to(folder).as_posix(), Path(root, name)) for name in files]
+    return sorted(found)
+
+
 def kind_of(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "regular file" if stat.S_ISREG(mode) else "special file")
 
 
-def check_target(final: str | os.PathLike) -> None:
-    """Refuse to replace anything but a regular file: a device (``/dev/full``), a FIFO or a folder given as
-    an output path stays what it is."""
+def check_target(final: str | os.PathLike, folder: bool = False) -> None:
+    """Refuse to replace anything but what ``final`` would be: a regular file (or, for a ``folder`` artifact, a
+    folder). A device (``/dev/full``), a FIFO or a folder given as an output file stays what it is."""
     try:
-        mode = os.stat(final).st_mode
+        mode = os.lstat(final).st_mode if folder else os.stat(final).st_mode
     except FileNotFoundError:
         return
     except OSError as exc:
         raise InputError(f"cannot write {final} ({exc.strerror}); give another path") from exc
-    if not stat.S_ISREG(mode):
+    if folder and not stat.S_ISDIR(mode):
+        raise InputError(f"{final} is a {kind_of(mode)}, not a folder; this artifact is a folder: give another path")
+    if not folder and not stat.S_ISREG(mode):
         raise InputError(f"{final} is a {kind_of(mode)}, not a regular file; edgeml writes only to regular files "
                          "or new paths: give another path")
 
@@ -91,11 +124,12 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def temp_path(final: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
+def temp_path(final: str | os.PathLike, folder: bool = False, final_folder: bool = False) -> Iterator[Path]:
     """Yield a temporary file (or, with ``folder``, an empty folder) beside ``final``, named for this host and
-    process; it is removed when the block ends if it is still there. Stale temporaries are removed first."""
+    process; it is removed when the block ends if it is still there. Stale temporaries are removed first.
+    ``final_folder``: ``final`` is a folder artifact, which an older version of it may be."""
     final = Path(final)
-    check_target(final)
+    check_target(final, final_folder)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in stale_temps(final.parent):
@@ -116,13 +150,28 @@ def temp_path(final: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` into place as ``final``, readable by others (mkstemp makes files private)."""
-    check_target(final)
-    os.chmod(tmp, 0o666 & ~_umask())
+    """Rename ``tmp`` into place as ``final``, readable by others (mkstemp makes files private). A folder
+    replaces an old one in two renames (the old one aside under a temporary name, then the new one in), so
+    ``final`` is at every moment one whole version; a kill in between leaves the old one to the stale-temp
+    sweep and ``final`` missing, never mixed."""
+    folder = tmp.is_dir()
+    check_target(final, folder)
+    os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
     try:
-        os.replace(tmp, final)
+        if folder and os.path.lexists(final):
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
     except OSError as exc:
         raise InputError(f"cannot write {final} ({exc.strerror}); give another path") from exc
+
+
+def remove_path(path: Path) -> None:
+    """Delete an artifact: a file, or a folder artifact with everything in it."""
+    _remove(path)
 
 
 @contextlib.contextmanager

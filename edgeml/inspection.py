@@ -1,15 +1,12 @@
-"""What an ONNX artifact is: inputs, outputs, opsets, size, parameters, op histogram, precision."""
+"""What an artifact is, in the one shape every backend's inspector gives: inputs, outputs, opsets, size,
+parameters, op histogram, precision."""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from .errors import InputError
-from .onnx_graph import ELEMENT_TYPES, all_nodes, graph_input_specs, graph_output_specs, opsets, read_onnx
+from .files import size_of
 from .spec import TensorSpec
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
@@ -30,36 +27,21 @@ def precision_of(ops: Counter, weight_types: Counter, inputs: list[TensorSpec]) 
     return next((_PRECISIONS[s.dtype] for s in inputs if s.dtype in _PRECISIONS), "fp32")
 
 
-def inspect_model(path: str | os.PathLike) -> dict:
-    """A summary of an ONNX file; ``edgeml inspect`` prints it."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; edgeml inspect reads one .onnx file (edgeml verify {path} checks a "
-                         "folder against its manifest)")
-    if path.is_file() and path.suffix.lower() != ".onnx":
-        raise InputError(f"edgeml inspect reads .onnx files; {path} is not one (convert it first: edgeml convert {path})")
-    model = read_onnx(path)
-    ops = Counter(node.op_type for node in all_nodes(model.graph))
-    weight_types: Counter = Counter()
-    parameters = 0
-    for init in model.graph.initializer:
-        count = int(np.prod(init.dims)) if init.dims else 1
-        parameters += count
-        weight_types[ELEMENT_TYPES.get(init.data_type, "other")] += count
-    inputs = graph_input_specs(model)
+def summary(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], ops: Counter, weight_types: Counter, *,
+            ir_version: int, opsets: dict, producer: str, metadata: dict) -> dict:
+    """The description every backend gives of its artifacts, in one shape."""
     return {
         "file": str(path),
-        "size_bytes": path.stat().st_size,
+        "size_bytes": size_of(path),
         "inputs": [s.to_dict() for s in inputs],
-        "outputs": [s.to_dict() for s in graph_output_specs(model)],
-        "ir_version": model.ir_version,
-        "opsets": opsets(model),
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "parameters": parameters,
+        "outputs": [s.to_dict() for s in outputs],
+        "ir_version": ir_version,
+        "opsets": opsets,
+        "producer": producer,
+        "parameters": sum(weight_types.values()),
         "nodes": sum(ops.values()),
         "ops": dict(ops.most_common()),
         "quantized": bool(ops.keys() & QUANTIZED_OPS),
         "precision": precision_of(ops, weight_types, inputs),
-        "metadata": {p.key: p.value for p in model.metadata_props},
+        "metadata": metadata,
     }
-

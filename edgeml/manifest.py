@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
-from .files import check_target, kind_of, publish, sha256, write_bytes_atomic
+from .files import check_target, kind_of, publish, remove_path, sha256, size_of, write_bytes_atomic
 
 try:
     import fcntl
@@ -36,12 +36,15 @@ MANIFEST_NAME = "edgeml.json"
 #: Exists only while a writer holds the folder's lock (or after a kill, until the next writer takes it).
 LOCK_NAME = ".edgeml.lock"
 SCHEMA_VERSION = 1
-_TOOLS = ("edgeml", "numpy", "onnx", "onnxruntime", "onnxslim", "torch", "scikit-learn", "skl2onnx")
+#: The packages of the source frameworks; each backend names its own (``backends.Backend.tools``).
+_SOURCE_TOOLS = ("torch", "scikit-learn", "skl2onnx", "transformers")
 
 
 def tool_versions() -> dict[str, str]:
+    from . import backends
+
     versions = {}
-    for name in _TOOLS:
+    for name in ("edgeml", "numpy", *backends.tools(), *_SOURCE_TOOLS):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -178,7 +181,7 @@ def install(tmp: Path, final: Path, entry: dict, companions: dict[str, Path] | N
 
 
 def companion_record(name: str, path: Path) -> dict:
-    return {"file": name, "sha256": sha256(path), "size_bytes": path.stat().st_size}
+    return {"file": name, "sha256": sha256(path), "size_bytes": size_of(path)}
 
 
 def remove_artifact(final: Path) -> None:
@@ -188,8 +191,8 @@ def remove_artifact(final: Path) -> None:
     with folder_lock(final.parent):
         entries = read_manifest(final.parent)["artifacts"]
         kept = _without(final.parent, {final.name})
-        check_target(final)
-        final.unlink(missing_ok=True)
+        check_target(final, folder=final.is_dir() and _folder_artifact(final))
+        remove_path(final)
         _remove_orphans(final.parent, kept, set(_names(entries)))
 
 
@@ -214,3 +217,11 @@ def _remove_orphans(folder: Path, entries: list[dict], names: set[str]) -> None:
 def plain_name(name) -> bool:
     """A manifest lists files of its own folder only: a name, never a path (``../x``) or something odd."""
     return isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name and Path(name).name == name
+
+
+def _folder_artifact(path: Path) -> bool:
+    """Whether ``path`` names an artifact whose backend writes folders (a CoreML package), by its suffix."""
+    from . import backends
+
+    backend = backends.backend_for(path)
+    return backend is not None and backend.folder

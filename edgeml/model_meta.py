@@ -8,7 +8,11 @@ JSON-safe values; a file that holds none of them reads as an empty ``ModelMeta``
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
+
+from .onnx_graph import graph_input_specs, index_table_rows, read_onnx, set_metadata
+from .spec import NUMPY_DTYPES, TensorSpec
 
 #: Tasks whose outputs are class scores: only these are judged on labels by the INT8 gate.
 CLASSIFIER_TASKS = ("text-classification", "token-classification", "classification")
@@ -18,6 +22,14 @@ TASKS = ("feature-extraction", *CLASSIFIER_TASKS, "regression", "other")
 ROLES = ("values", "token_ids", "attention_mask", "token_type_ids", "position_ids")
 
 _PREFIX = "edgeml."
+
+#: Input names (lower case, without a ``:0`` suffix) that say an input's role, checked in this order.
+ROLE_NAMES = (
+    ("token_type_ids", re.compile(r"(.+_)?(token_type|segment|type)_ids")),
+    ("position_ids", re.compile(r"(.+_)?(position|pos)_ids")),
+    ("attention_mask", re.compile(r"(.+_)?(attention_mask|input_mask|mask)")),
+    ("token_ids", re.compile(r"(.+_)?(input_ids|token_ids|ids|tokens)")),
+)
 
 
 @dataclass
@@ -69,6 +81,75 @@ def read_meta(model) -> ModelMeta:
 
 def write_meta(proto, meta: ModelMeta) -> None:
     """Store ``meta`` in the ONNX ``proto``'s metadata_props (replacing earlier edgeml entries)."""
-    from .onnx_graph import set_metadata
-
     set_metadata(proto, meta.to_props())
+
+
+def infer_role(spec: TensorSpec) -> str | None:
+    """The role an input's name says it has (``input_ids`` -> token_ids...), for batch x sequence inputs of a
+    fitting dtype (integers; a mask may also be bool or float); None when the name says nothing."""
+    if len(spec.shape) != 2 or spec.dtype == "str":
+        return None
+    name = spec.name.lower().rsplit(":", 1)[0]
+    for role, pattern in ROLE_NAMES:
+        if pattern.fullmatch(name):
+            kind = dtype_kind(spec)
+            return role if kind in "iu" or (role == "attention_mask" and kind in "bf") else None
+    return None
+
+
+def input_meta(model) -> ModelMeta:
+    """What a model's inputs mean: its stored metadata (``read_meta``), completed where it is silent.
+
+    ``model``: an ONNX ``ModelProto``, the path of an ``.onnx`` file, or a runtime. Roles come from the input
+    names (``infer_role``); the range of integer inputs from the constant table each one indexes
+    (``onnx_graph.index_table_rows``: ``input_ids`` -> the word-embedding rows); the longest sequence
+    (``max_length``) bounds the sequence dim of token inputs in ``dim_max``. Works on files edgeml did not
+    write (plain ``torch.onnx.export``, Optimum). A runtime that is not ONNX (a torch source) has no graph to
+    read: roles from names only.
+    """
+    proto = None
+    if hasattr(model, "graph"):
+        proto = model
+    elif not hasattr(model, "inputs"):  # a path
+        proto = read_onnx(model, weights=False)
+    meta = checked_meta(read_meta(proto if proto is not None else model))
+    specs = graph_input_specs(proto) if proto is not None else list(model.inputs)
+    for spec in specs:
+        role = meta.roles.get(spec.name) or infer_role(spec)
+        if role:
+            meta.roles[spec.name] = role
+    integers = [s.name for s in specs if dtype_kind(s) in ("i", "u")]
+    if any(name not in meta.vocab for name in integers):
+        if proto is None and getattr(model, "backend", None) == "onnxruntime" and getattr(model, "path", None):
+            proto = read_onnx(model.path, weights=False)
+        found = index_table_rows(proto) if proto is not None else {}
+        meta.vocab = {**{k: v for k, v in found.items() if k in integers}, **meta.vocab}
+    if meta.max_length:
+        for spec in specs:
+            if meta.roles.get(spec.name) in ("token_ids", "attention_mask", "token_type_ids", "position_ids") \
+                    and isinstance(spec.shape[-1], str) and spec.shape[-1] != "?":
+                meta.dim_max.setdefault(spec.shape[-1], int(meta.max_length))
+    return meta
+
+
+def checked_meta(meta: ModelMeta | None) -> ModelMeta:
+    """``meta`` with only well-formed entries (a foreign or crafted file's metadata may hold anything): known
+    roles, sizes that are whole numbers >= 1, labels that are text."""
+    meta = meta or ModelMeta()
+
+    def count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    labels = meta.labels if isinstance(meta.labels, list) and all(isinstance(x, str) for x in meta.labels) else None
+    return ModelMeta(task=meta.task if isinstance(meta.task, str) else None, labels=labels,
+                     tokenizer=meta.tokenizer if isinstance(meta.tokenizer, str) else None,
+                     max_length=meta.max_length if count(meta.max_length) else None,
+                     roles={k: v for k, v in meta.roles.items() if v in ROLES},
+                     vocab={k: v for k, v in meta.vocab.items() if count(v)},
+                     dim_max={k: v for k, v in meta.dim_max.items() if count(v)})
+
+
+def dtype_kind(spec: TensorSpec) -> str:
+    """The numpy kind of an input's dtype ('f', 'i', ...), '' for one no array can have."""
+    dtype = NUMPY_DTYPES.get(spec.dtype)
+    return dtype.kind if dtype is not None else ""

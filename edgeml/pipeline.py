@@ -15,19 +15,19 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import (check_sizes, describe_feeds, generated_failure, generated_origin, input_meta, parse_shapes,
+from .data import (check_sizes, describe_feeds, generated_failure, generated_origin, parse_shapes,
                    random_feeds, read_feeds)
+from .datafiles import is_text_file
+from . import backends
 from .errors import CheckFailed, ExportError, InputError, first_line, no_such_file
 from .files import check_target, sha256, temp_path
-from .inspection import inspect_model
 from .manifest import MANIFEST_NAME, install, manifest_entry, read_manifest, remove_artifact
-from .model_meta import TASKS, ModelMeta
+from .model_meta import TASKS, ModelMeta, input_meta
 from .sources import load_source
 from .sources.base import SourceModel
 from .spec import batched, fixed_batch
-from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, attention_mask_input, check_tolerances, compare
+from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, Tolerance, attention_mask_input, check_tolerances, compare
 
-TARGETS = ("onnx",)
 #: Samples generated for the check when no --data is given.
 CHECK_SAMPLES = 16
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -58,17 +58,19 @@ class ConvertResult:
 
 
 def parse_targets(to: str | list[str]) -> list[str]:
+    """The formats ``--to`` names, each one the backend table has and the export's ONNX leads to."""
     targets = [t.strip().lower() for t in (to.split(",") if isinstance(to, str) else to) if t.strip()]
-    unknown = [t for t in targets if t not in TARGETS]
-    if unknown or not targets:
-        raise InputError(f"unknown target {', '.join(unknown) or '(none)'}; this edgeml builds: {', '.join(TARGETS)}")
+    if not targets:
+        raise InputError(f"no target given; this edgeml builds: {', '.join(backends.BACKENDS)}")
+    for target in targets:
+        backends.path_to(target)
     return targets
 
 
 def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "build", *, inputs=None,
             dynamic_batch: bool = False, sample=None, data=None, model_class: str | None = None,
             model_kwargs: dict | str | None = None, trust_pickle: bool = False, optimize: bool = True,
-            check: bool = True, atol: float | None = None, rtol: float | None = None, opset: int | None = None,
+            check: bool = True, atol: Tolerance = None, rtol: Tolerance = None, opset: int | None = None,
             name: str | None = None, int8=False, progress: Callable[[str], None] | None = None,
             task: str | None = None, trust_remote_code: bool = False, shapes: Mapping[str, int] | None = None,
             fuse: bool = True) -> ConvertResult:
@@ -82,6 +84,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     ``task``: what the model does (``model_meta.TASKS``), stored in the artifact; for a Hugging Face folder it
     picks the head (default: from its config). ``trust_remote_code``: let a Hugging Face config's ``auto_map``
     run its own code. ``shapes``: sizes of symbolic dims in generated check inputs, e.g. ``{"sequence": 128}``.
+    ``atol``/``rtol``: the check's tolerances, a number, or {output name: number} (the rest at the default).
     ``fuse``: apply onnxruntime's transformer fusions (Attention, SkipLayerNormalization...) where they match;
     the artifact then needs onnxruntime, not any ONNX runtime.
     Raises CheckFailed (exit 1) when an artifact does not match its source, unless ``check=False``.
@@ -126,15 +129,19 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     fp32_final, int8_final = output_dir / f"{stem}.onnx", output_dir / f"{stem}.int8.onnx"
     for final in (fp32_final, int8_final) if int8 else (fp32_final,):
         check_target(final)
-    artifacts = []
-    unfused = None
-    if "onnx" in targets:
-        fp32, unfused = _build_onnx(source, fp32_final, Steps(optimize, fuse, check, opset, shapes), data, atol, rtol, say)
-        artifacts.append(fp32)
+    derived = [t for t in dict.fromkeys(targets) if t != "onnx"]
+    for target in derived:
+        for final in (fp32_final, int8_final)[:1 + bool(int8)]:
+            check_target(final.with_suffix(backends.named(target).suffix), backends.named(target).folder)
+    steps = Steps(optimize, fuse, check, opset, shapes)
+    fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # every target starts from it
+    artifacts = [fp32]
     if int8:
         # Built from the previous FP32 model, the old INT8 file must not outlive a failed rebuild.
         remove_artifact(int8_final)
-        artifacts.append(_build_int8(artifacts[0], int8_final, int8, source, say, unfused))
+        artifacts.append(_build_int8(fp32, int8_final, int8, source, say, unfused))
+    for parent in list(artifacts):
+        artifacts += [_derive(parent, target, source, steps, data, say) for target in derived]
     return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
 
 
@@ -155,7 +162,8 @@ def _source_stem(path: Path) -> str:
 
 
 def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, unfused=None) -> Artifact:
-    """The INT8 step writes its file itself: into a private folder beside ``final``, then installed.
+    """The INT8 artifact of ``fp32``; its check is the accuracy gate, which ``build_int8`` runs between its
+    rounds (the manifest's check record comes from the gate's verdict, ``_artifact_record``).
 
     ``unfused``: the FP32 graph before onnxruntime's fusions, when the artifact has them; static INT8 starts
     from it (Q/DQ calibration works on plain ONNX ops). Dynamic INT8 starts from the fused artifact, whose
@@ -164,7 +172,8 @@ def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, 
     from .spec import TensorSpec
 
     specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
-    with temp_path(final, folder=True) as staging:
+
+    def build(staging: Path) -> Built:
         built, start, fallback = staging / final.name, fp32.path, None
         if unfused is not None:
             import onnx
@@ -177,7 +186,36 @@ def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, 
         report = build_int8(start, built, specs, options, say, tokenizer, unfused=fallback)
         # The INT8 model reads the FP32 one's tokenizer (its metadata is copied): listed with it, not copied again.
         companions = {name: fp32.path.parent / name for name in fp32.record.get("companions", ())}
-        return _install(Artifact(final, "onnx", None, {"quantization": report}), built, source, companions)
+        record = {"quantization": report, **({"parent_unverified": True} if fp32.check is None else {})}
+        return Built(built, record, companions)
+
+    return _produce(final, "onnx", source, build)
+
+
+def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, data, say) -> Artifact:
+    """``parent`` (an ONNX artifact) converted along the backend table's edges to ``target``, written beside it
+    (``m.onnx`` -> ``m.ort``, ``m.int8.onnx`` -> ``m.int8.ort``) and checked against it on the check's inputs:
+    what it was built from is what it must compute."""
+    backend = backends.named(target)
+    final = parent.path.with_suffix(backend.suffix)
+
+    def build(staging: Path) -> Built:
+        current, conversion = parent.path, []
+        for edge in backends.path_to(target, parent.target):
+            built = staging / f"{final.stem}{backends.named(edge.target).suffix}"
+            conversion.append({"edge": f"{edge.source} -> {edge.target}", **edge.build(current, built)})
+            current = built
+        say(f"converted {parent.path.name} to {target}: {backend.description}")
+        companions = {name: parent.path.parent / name for name in parent.record.get("companions", ())}
+        return Built(current, {"built_from": parent.path.name, "conversion": conversion}, companions)
+
+    def check(built: Built) -> CheckResult:
+        with backends.named(parent.target).runtime(parent.path) as reference:
+            return _check(source, built.path, built.record, data, None, None, steps.shapes, say, reference=reference,
+                          runtime=backend.runtime)
+
+    return _produce(final, target, source, build, check if steps.check else None,
+                    failing=f" against {parent.path.name}")
 
 
 def _build_onnx(source: SourceModel, final: Path, steps: Steps, data, atol, rtol, say):
@@ -225,7 +263,7 @@ def _build_onnx(source: SourceModel, final: Path, steps: Steps, data, atol, rtol
 
     record["opset"] = opsets(proto)
     meta = dataclasses.replace(source.meta)
-    with temp_path(final, folder=True) as staging:
+    def build(staging: Path) -> Built:
         companions = {}
         if source.tokenizer:
             meta.tokenizer = f"{final.name.removesuffix('.onnx')}.tokenizer.json"
@@ -234,36 +272,64 @@ def _build_onnx(source: SourceModel, final: Path, steps: Steps, data, atol, rtol
             record["companions"] = sorted(companions)
         for graph in [g for g in (proto, unfused) if g is not None]:
             write_meta(graph, meta)
-        built = staging / final.name
-        onnx.save_model(proto, str(built))
-        result = _check(source, built, record, data, atol, rtol, steps.shapes, say) if steps.check else None
+        onnx.save_model(proto, str(staging / final.name))
+        return Built(staging / final.name, record, companions)
+
+    fused = " or --no-fuse to build it without onnxruntime's fusions" if record.get("fusion", {}).get("applied") else ""
+    artifact = _produce(final, "onnx", source, build,
+                        (lambda built: _check(source, built.path, record, data, atol, rtol, steps.shapes, say))
+                        if steps.check else None,
+                        hint=f" (use --no-check to keep it for debugging{fused})")
+    if not steps.check:
+        say("check skipped (--no-check): the artifact is unverified")
+    return artifact, unfused
+
+
+@dataclass
+class Built:
+    """What a step made in its private folder: the artifact (a file or a folder), the record of how, and
+    the files it needs beside it (name -> file, in the private folder or already in place)."""
+
+    path: Path
+    record: dict
+    companions: dict = field(default_factory=dict)
+
+
+def _produce(final: Path, target: str, source: SourceModel, build: Callable[[Path], Built],
+             check: Callable[[Built], CheckResult] | None = None, failing: str = "", hint: str = "") -> Artifact:
+    """Every artifact, whatever its kind, is made here: ``build`` writes it into a private folder beside
+    ``final``, ``check`` judges it (None: it stays unverified, and the manifest says so; INT8 is judged by its
+    gate inside ``build``), and only then is it described, moved into place and listed in the manifest. Any
+    failure leaves nothing behind: not the artifact, not the private folder."""
+    with temp_path(final, folder=True, final_folder=backends.named(target).folder) as staging:
+        built = build(staging)
+        result = check(built) if check is not None else None
         if result is not None and not result.passed:
-            fused = " or --no-fuse to build it without onnxruntime's fusions" if record.get("fusion", {}).get("applied") else ""
-            raise CheckFailed(f"{final.name}: {result.summary()}; nothing written (use --no-check to keep it for "
-                              f"debugging{fused})", result)
-        if not steps.check:
-            say("check skipped (--no-check): the artifact is unverified")
-        return _install(Artifact(final, "onnx", result, record), built, source, companions), unfused
+            raise CheckFailed(f"{final.name}: {result.summary()}{failing}; nothing written{hint}", result)
+        return _install(Artifact(final, target, result, built.record), built.path, source, built.companions)
 
 
 def _install(artifact: Artifact, built: Path, source: SourceModel, companions: Mapping[str, Path] | None = None) -> Artifact:
     """Describe the artifact built in its private folder, move it into place and list it in the manifest, with
     the files it needs beside it (``companions``: name -> the file, in the private folder or already in place)."""
-    artifact.info = {**inspect_model(built), "file": str(artifact.path)}
+    artifact.info = {**backends.inspect(built), "file": str(artifact.path)}
     install(built, artifact.path, _artifact_record(artifact, source, built), companions)
     return artifact
 
 
-def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, shapes, say) -> CheckResult:
-    from .calibration.sources import is_text_file
+def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, shapes, say, reference=None,
+           runtime=None) -> CheckResult:
+    """``artifact`` (opened with ``runtime``, default onnxruntime) against ``reference`` (default the source
+    model) on the check's inputs."""
     from .runtimes.onnxrt import OnnxRuntime
 
     try:
-        candidate = OnnxRuntime(artifact)
+        candidate = (runtime or OnnxRuntime)(artifact)
     except InputError as exc:
+        made_by = record.get("exporter") or record["conversion"][-1]["converter"]
         raise ExportError(
-            f"onnxruntime cannot load what {record['exporter']} produced ({first_line(exc.__cause__ or exc)}); "
-            "the model uses something the exporter or onnxruntime does not support"
+            f"the runtime cannot load what {made_by} produced ({first_line(exc.__cause__ or exc)}); "
+            "the model uses something the converter or the runtime does not support"
         ) from exc
     meta = input_meta(candidate)  # what convert wrote, completed from the graph (the tables token ids index)
     text = None
@@ -275,9 +341,10 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
         say("checking on generated N(0, 1) inputs: give --sample or --data with real rows for a check that means more")
     allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
     mask = attention_mask_input(candidate.inputs, meta)
+    check_tolerances(atol, rtol, candidate.output_names)  # a wrong output name is the user's, not the inputs'
     with candidate:
         try:
-            result = compare(source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
+            result = compare(reference or source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
                              inputs_from=origin, mask_input=mask, classifier=meta.is_classifier if meta.task else None)
         except InputError as exc:
             if not origin.startswith("generated"):
@@ -349,10 +416,13 @@ def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> 
     meta = ModelMeta.from_props(info.get("metadata", {}))
     if "quantization" in artifact.record:
         check = {"status": "passed", "against": "the FP32 artifact", **artifact.record["quantization"]["accuracy"]}
+        if artifact.record.get("parent_unverified"):
+            check.update(status="unverified", reason="judged against the FP32 artifact, which was built with --no-check")
     elif artifact.check is None:
         check = {"status": "unverified", "reason": "--no-check"}
     else:
-        check = {"status": "passed" if artifact.check.passed else "failed", **artifact.check.to_dict()}
+        check = {"status": "passed" if artifact.check.passed else "failed",
+                 "against": artifact.record.get("built_from", "the source model"), **artifact.check.to_dict()}
     return {
         "file": artifact.path.name,
         "target": artifact.target,

@@ -2,7 +2,8 @@
 
 For each output: max absolute and relative error, cosine similarity, and for label outputs the share of
 agreeing labels (a disagreement where the reference's top two probabilities tie is counted as a tie,
-not a failure). Pass/fail uses per-precision tolerances, which the user can override.
+not a failure). Pass/fail uses per-precision tolerances (``TOLERANCES``), which the user can override for
+every output (one number) or for some outputs by name (a mapping; the others keep the precision's default).
 
 Sequence outputs of a model with an attention mask can be compared on real tokens only (``mask_input``):
 padding positions compute values nobody reads, and a quantized model may change them freely.
@@ -19,7 +20,7 @@ import math
 import numbers
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -51,13 +52,15 @@ class OutputCheck:
     rows_off: int = 0
     passed: bool = True
     reason: str = ""
+    atol: float | None = None  # the tolerances this output was judged with
+    rtol: float | None = None
 
 
 @dataclass
 class CheckResult:
     passed: bool
     precision: str
-    atol: float
+    atol: float  # the tolerances of every output not named in a per-output mapping (each OutputCheck has its own)
     rtol: float
     samples: int
     inputs_from: str
@@ -83,14 +86,41 @@ class CheckResult:
             if o.reason:
                 parts[-1:] = [f"{o.name}: {o.reason}"]
         verdict = "passed" if self.passed else "FAILED"
-        return f"check {verdict} on {self.samples} samples ({self.inputs_from}; atol {self.atol:g}, rtol {self.rtol:g}): " + "; ".join(parts)
+        tolerances = f"atol {self.atol:g}, rtol {self.rtol:g}" + "".join(
+            f"; {o.name} atol {o.atol:g}, rtol {o.rtol:g}" for o in self.outputs
+            if o.atol is not None and (o.atol, o.rtol) != (self.atol, self.rtol))
+        return f"check {verdict} on {self.samples} samples ({self.inputs_from}; {tolerances}): " + "; ".join(parts)
 
 
-def check_tolerances(atol: float | None, rtol: float | None) -> None:
-    """Tolerances are finite and >= 0: a NaN one would make every comparison false, so no row would fail."""
-    for name, value in (("atol", atol), ("rtol", rtol)):
-        if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
-            raise InputError(f"tolerances must be >= 0 and finite, got {name} {value}; give a number such as 1e-4")
+#: A tolerance as the API takes it: None (the precision's default), one number for every output, or
+#: output name -> number for some outputs (the others keep the default).
+Tolerance = Union[float, Mapping[str, float], None]
+
+
+def check_tolerances(atol: Tolerance, rtol: Tolerance, outputs: Sequence[str] | None = None) -> None:
+    """Tolerances are finite and >= 0: a NaN one would make every comparison false, so no row would fail.
+    With ``outputs`` (the names a per-output mapping may use), a name that is none of them is refused."""
+    for kind, value in (("atol", atol), ("rtol", rtol)):
+        if value is None:
+            continue
+        for name, number in (value.items() if isinstance(value, Mapping) else [(None, value)]):
+            if name is not None and not isinstance(name, str):
+                raise InputError(f"{kind} names outputs by string, got {name!r}; give {{'output name': number}}")
+            if not (isinstance(number, numbers.Real) and not isinstance(number, bool) and math.isfinite(number)
+                    and number >= 0):
+                what = kind if name is None else f"{kind} of {name!r}"
+                raise InputError(f"tolerances must be >= 0 and finite, got {what} {number}; give a number such as 1e-4")
+        unknown = [n for n in value if n not in outputs] if isinstance(value, Mapping) and outputs is not None else []
+        if unknown:
+            raise InputError(f"{kind} names no output {', '.join(map(repr, unknown))}; the model's outputs are "
+                             f"{', '.join(outputs)}: give NAME=VALUE with one of them, or one number for all")
+
+
+def tolerance_for(value: Tolerance, names: Sequence[str], default: float) -> float:
+    """The tolerance of the output known by ``names`` (its reference's name, then its artifact's)."""
+    if not isinstance(value, Mapping):
+        return default if value is None else float(value)
+    return float(next((value[n] for n in names if n in value), default))
 
 
 def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,12 +143,15 @@ def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *, precision: str = "fp32",
-            atol: float | None = None, rtol: float | None = None, row_allowance: float = 0.0,
+            atol: Tolerance = None, rtol: Tolerance = None, row_allowance: float = 0.0,
             inputs_from: str = "given", mask_input: str | None = None, classifier: bool | None = None) -> CheckResult:
     """Run both models on ``inputs`` and compare their outputs, by name where both sides use the same
     names, else in order.
 
-    ``reference`` and ``candidate`` are Runtimes (or paths, loaded with ``edgeml.load``). ``row_allowance``:
+    ``reference`` and ``candidate`` are Runtimes (or paths, loaded with ``edgeml.load``). ``atol``/``rtol``:
+    None for the precision's default (``TOLERANCES``), a number for every output, or a mapping from output
+    name (the reference's or the candidate's) to number; a name neither model has is refused before any run.
+    ``row_allowance``:
     the share of rows (samples) that may be off tolerance and still pass; each check reports how many were.
     An output fails where the reference gives NaN or Inf: give inputs on which the source computes numbers.
     ``mask_input``: the attention-mask input; outputs whose dims include the mask's (matched by dim name) are
@@ -134,30 +167,41 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
         raise InputError(f"unknown precision {precision!r}; use one of {', '.join(TOLERANCES)}")
     reference = load(reference) if isinstance(reference, (str, os.PathLike)) else reference
     candidate = load(candidate) if isinstance(candidate, (str, os.PathLike)) else candidate
+    check_tolerances(atol, rtol, output_names(reference, candidate))
     masks = output_masks(reference, inputs, mask_input) if mask_input is not None else {}
     return compare_outputs(run_all(reference, inputs), run_all(candidate, inputs),
                            sample_count(inputs, getattr(reference, "inputs", None)), precision=precision, atol=atol,
                            rtol=rtol, row_allowance=row_allowance, inputs_from=inputs_from, masks=masks, classifier=classifier)
 
 
+def output_names(*models) -> list[str]:
+    """Every name the outputs of ``models`` (Runtimes, or dicts of arrays) go by, each once, in order."""
+    names = (getattr(m, "output_names", m) for m in models)
+    return list(dict.fromkeys(n for listed in names for n in listed))
+
+
 def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray], samples: int, *,
-                    precision: str = "fp32", atol: float | None = None, rtol: float | None = None,
+                    precision: str = "fp32", atol: Tolerance = None, rtol: Tolerance = None,
                     row_allowance: float = 0.0, inputs_from: str = "given", masks: Mapping | None = None,
                     classifier: bool | None = None) -> CheckResult:
     """``compare`` on outputs already computed; ``masks``: what ``output_masks`` gives."""
+    check_tolerances(atol, rtol, output_names(expected, got))
     default_atol, default_rtol, min_agreement = TOLERANCES[precision]
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
-    result = CheckResult(True, precision, atol, rtol, samples, inputs_from)
+    atol_all, rtol_all = (tolerance_for(t, (), d) for t, d in ((atol, default_atol), (rtol, default_rtol)))
+    result = CheckResult(True, precision, atol_all, rtol_all, samples, inputs_from)
     if len(expected) != len(got):
         result.passed = False
         result.outputs.append(OutputCheck("outputs", passed=False, reason=f"{len(got)} output(s), the reference has {len(expected)}"))
         return result
-    pairs = ([(name, expected[name], got[name]) for name in expected] if set(expected) == set(got)
-             else [(name, ref, cand) for (name, ref), cand in zip(expected.items(), got.values())])
-    probabilities = next((np.asarray(v) for v in expected.values() if np.asarray(v).dtype.kind == "f" and np.ndim(v) == 2), None)
-    for name, ref, cand in pairs:
-        check = _compare_one(name, np.asarray(ref), np.asarray(cand), atol, rtol, min_agreement, probabilities,
+    pairs = ([(name, name, expected[name], got[name]) for name in expected] if set(expected) == set(got)
+             else [(name, other, ref, cand) for (name, ref), (other, cand) in zip(expected.items(), got.items())])
+    tolerances = {name: (tolerance_for(atol, (name, other), default_atol), tolerance_for(rtol, (name, other), default_rtol))
+                  for name, other, _, _ in pairs}
+    scores = next(((n, np.asarray(v)) for n, v in expected.items() if np.asarray(v).dtype.kind == "f" and np.ndim(v) == 2), None)
+    # labels tie where their scores are within the scores' own tolerance
+    probabilities = None if scores is None else (scores[1], *tolerances.get(scores[0], (atol_all, rtol_all)))
+    for name, _, ref, cand in pairs:
+        check = _compare_one(name, np.asarray(ref), np.asarray(cand), *tolerances[name], min_agreement, probabilities,
                              row_allowance, (masks or {}).get(name), classifier)
         result.outputs.append(check)
         result.passed &= check.passed
@@ -166,8 +210,8 @@ def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.nda
 
 def attention_mask_input(specs, meta=None) -> str | None:
     """The input holding the attention mask: the one whose role (``ModelMeta.roles``, else its name:
-    ``data.infer_role``) says so."""
-    from .data import infer_role
+    ``model_meta.infer_role``) says so."""
+    from .model_meta import infer_role
 
     roles = getattr(meta, "roles", None) or {}
     return next((s.name for s in specs if (roles.get(s.name) or infer_role(s)) == "attention_mask"), None)
@@ -216,7 +260,8 @@ def row_cosines(ref: np.ndarray, cand: np.ndarray, real: np.ndarray | None = Non
 
 def _compare_one(name, ref, cand, atol, rtol, min_agreement, probabilities, row_allowance, mask_axes=None,
                  classifier=None) -> OutputCheck:
-    check = OutputCheck(name)
+    """``probabilities``: (class scores, their atol, their rtol), which say where labels tie, or None."""
+    check = OutputCheck(name, atol=atol, rtol=rtol)
     if ref.shape != cand.shape:
         if ref.size != cand.size:
             check.passed, check.reason = False, f"shape {cand.shape}, the reference gives {ref.shape}"
@@ -226,9 +271,10 @@ def _compare_one(name, ref, cand, atol, rtol, min_agreement, probabilities, row_
         same = ref.astype(str) == cand.astype(str) if ref.dtype.kind in "OUS" else ref == cand.astype(ref.dtype)
         same = same.reshape(len(same), -1).all(axis=1) if same.ndim > 1 else same
         check.label_agreement = float(same.mean()) if same.size else 1.0
-        if probabilities is not None and len(probabilities) == len(same) and probabilities.shape[1] > 1:
-            top2 = np.sort(probabilities, axis=1)[:, -2:]
-            tied = (top2[:, 1] - top2[:, 0]) <= atol + rtol * top2[:, 1]
+        scores, scores_atol, scores_rtol = probabilities or (None, atol, rtol)
+        if scores is not None and len(scores) == len(same) and scores.shape[1] > 1:
+            top2 = np.sort(scores, axis=1)[:, -2:]
+            tied = (top2[:, 1] - top2[:, 0]) <= scores_atol + scores_rtol * top2[:, 1]
             check.ties = int((~same & tied).sum())
         check.rows_off = int((~same).sum()) - check.ties
         decisive = (len(same) - check.ties) or 1

@@ -22,7 +22,8 @@ from edgeml.errors import InputError
 from edgeml.latency import runner
 from edgeml.latency.compare import judge_baseline, load_baseline, read_baseline
 from edgeml.latency.reports import check_writable
-from edgeml.latency.runner import BenchResult, Method, analyse, input_differences, noise_notes, timed_calls
+from edgeml.latency.runner import BenchResult, Method, analyse, input_differences, noise_notes
+from edgeml.latency.timing import timed_calls
 from edgeml.latency.stats import (BLOCK_CONFIDENCE, BLOCKS, CONFIDENCE, block_gate, block_samples,
                                   conservative_percentile, descheduled, discardable, gate_samples, mann_whitney_greater,
                                   min_samples, nearest_rank, own_times, ratio_interval, spread)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from edgeml.calibration import sources
-from edgeml.calibration.sources import ImageOptions, open_source
+from edgeml import datafiles
+from edgeml.datafiles import ImageOptions, open_source
 from edgeml.errors import BackendMissing, InputError, SpecError
 from edgeml.spec import TensorSpec, format_shape
 
@@ -98,7 +98,7 @@ def test_npz_maps_uncompressed_members_and_reads_compressed_ones_whole(tmp_path)
     assert "streamed" in plain.description and "compressed" in packed.description
     first = next(iter(plain))["x"]
     np.testing.assert_array_equal(first[0], data[0])
-    assert isinstance(sources._read_arrays(tmp_path / "plain.npz", [spec])["x"], sources._Rows)
+    assert isinstance(datafiles.read_arrays(tmp_path / "plain.npz", [spec])["x"], datafiles._Rows)
     (count, plain_peak), (_, packed_peak) = peak_bytes(plain), peak_bytes(packed)
     assert count == 2000 and plain_peak < data.nbytes / 20 <= data.nbytes <= packed_peak  # the measure sees a whole load
     np.testing.assert_array_equal(np.concatenate([s["x"] for s in packed]), data)
@@ -192,7 +192,7 @@ def test_csv_several_inputs_with_text(tmp_path, cancer):
 
 def test_csv_is_read_in_chunks(tmp_path, cancer, monkeypatch):
     pd.DataFrame(cancer, columns=[f"x_{i}" for i in range(30)]).to_csv(tmp_path / "c.csv", index=False)
-    monkeypatch.setattr(sources, "CSV_CHUNK_ROWS", 100)
+    monkeypatch.setattr(datafiles, "CSV_CHUNK_ROWS", 100)
     reads = []
     real = pd.read_csv
     monkeypatch.setattr(pd, "read_csv", lambda *a, **k: reads.append(k) or real(*a, **k))
@@ -430,7 +430,7 @@ def test_array_headers_are_checked_against_the_data_they_come_with(tmp_path):
     allocated or read, for .npy files, stored and compressed .npz members, and sample files alike."""
     import zipfile
 
-    from edgeml.calibration.sources import read_npy
+    from edgeml.datafiles import read_npy
 
     (tmp_path / "huge.npy").write_bytes(npy_bytes((10**12, 30), bytes(120)))
     np.save(tmp_path / "cut.npy", np.ones((50, 30), np.float32))
@@ -459,7 +459,7 @@ def test_array_headers_are_checked_against_the_data_they_come_with(tmp_path):
 
 
 def test_an_endless_function_stops_at_the_sample_limit(monkeypatch):
-    monkeypatch.setattr(sources, "MAX_FUNCTION_SAMPLES", 50)
+    monkeypatch.setattr(datafiles, "MAX_FUNCTION_SAMPLES", 50)
 
     def endless(rows: int):
         while True:

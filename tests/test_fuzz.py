@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import edgeml  # noqa: E402
-from edgeml.calibration.sources import open_source  # noqa: E402
+from edgeml.datafiles import open_source  # noqa: E402
 from edgeml.errors import EdgeMLError  # noqa: E402
 from edgeml.spec import DTYPE_ALIASES, TensorSpec, parse_spec  # noqa: E402
 

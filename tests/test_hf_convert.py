@@ -14,7 +14,7 @@ import edgeml
 from edgeml.errors import BackendMissing, EdgeMLError, InputError, UnsafeFormatError
 from edgeml.manifest import MANIFEST_NAME
 from edgeml.model_meta import read_meta
-from edgeml.verify import verify
+from edgeml.verification import verify
 from tests.conftest import make_tiny_bert
 
 pytest.importorskip("transformers")

@@ -20,7 +20,7 @@ import pytest
 import edgeml
 from edgeml import files, manifest
 from edgeml.errors import InputError
-from edgeml.verify import verify
+from edgeml.verification import verify
 
 
 def mlp_onnx(path: Path, seed: int, batch="batch") -> Path:

@@ -149,7 +149,7 @@ def _identity_model(path, elem_type=TensorProto.FLOAT, shape=("batch", 3), input
 
 
 def test_a_symbolic_dim_prints_one_way_everywhere(tmp_path):
-    from edgeml.inspection import inspect_model
+    from edgeml.backends import inspect as inspect_model
 
     path = _identity_model(tmp_path / "m.onnx", shape=("batch", 1))
     with edgeml.load(path) as m:

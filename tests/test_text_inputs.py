@@ -16,13 +16,12 @@ import onnx
 import pytest
 
 import edgeml
-from edgeml.calibration.sources import open_source
-from edgeml.data import (describe_feeds, format_inputs, input_meta, parse_shapes, random_feeds, read_feeds,
-                         token_range)
+from edgeml.data import describe_feeds, format_inputs, parse_shapes, random_feeds, read_feeds, token_range
+from edgeml.datafiles import open_source
 from edgeml.errors import InputError
 from edgeml.latency.reports import junit_xml, markdown, write_reports
 from edgeml.latency.runner import Method
-from edgeml.model_meta import ModelMeta, read_meta, write_meta
+from edgeml.model_meta import ModelMeta, input_meta, read_meta, write_meta
 from edgeml.spec import TensorSpec
 
 from .conftest import SENTENCES_FILE

@@ -23,12 +23,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import (generated_origin, input_meta, random_feeds, read_feeds, sample_count, select_rows,
+from ..data import (generated_origin, random_feeds, read_feeds, sample_count, select_rows,
                     stack_samples, unbatched)
+from ..datafiles import is_text_file, open_source
 from ..errors import CheckFailed, ExportError, InputError
 from ..files import atomic_path
 from ..inspection import QUANTIZED_OPS
-from ..model_meta import CLASSIFIER_TASKS, TASKS
+from ..model_meta import CLASSIFIER_TASKS, TASKS, input_meta
 from ..readable import regular_file
 from ..spec import TensorSpec, batched, fixed_batch
 from .quantize import (METHODS, OUTLIER_RATIO, SMOOTHING_ALPHA, calibrate, check_finite, layer_sqnr, mask_path,
@@ -57,7 +58,7 @@ class Int8Options:
     eval_data: Any = None
     eval_labels: Any = None
     eval_samples: int = 256
-    image: Any = None  # calibration.sources.ImageOptions for image folders
+    image: Any = None  # datafiles.ImageOptions for image folders
     seed: int = 0
     max_rounds: int = 3
     task: str | None = None  # one of model_meta.TASKS; None: the artifact's own (ModelMeta), if it has one
@@ -130,7 +131,6 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
     quantized there).
     Every temporary file lives in a private folder, removed on success, failure and Ctrl-C."""
     from ..validate import attention_mask_input
-    from .sources import is_text_file
 
     options.validate()
     target = get_target(options.target)
@@ -158,8 +158,6 @@ def build_int8(fp32: Path, final: Path, specs: list[TensorSpec], options: Int8Op
             report["task"] = task
         mask_nodes: list[str] = []
         if static:
-            from .sources import open_source
-
             odd = unbatched(specs)
             if odd:
                 raise InputError(f"static INT8 (--calib) reads samples along each input's first axis, which input "

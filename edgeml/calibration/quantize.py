@@ -20,8 +20,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..datafiles import read_npy
 from ..errors import EdgeMLError, ExportError, InputError, first_line, require
 from ..quiet import quiet
+from ..readable import regular_file
 from .targets import Target, exact_copy
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -680,9 +682,6 @@ def _quantized(node, quantized_names: set[str]) -> bool:
 
 def read_labels(path: str | Path) -> np.ndarray:
     """Integer class labels from a .npy (never unpickled), or a one-column .csv/.txt."""
-    from ..readable import regular_file
-    from .sources import read_npy
-
     path = regular_file(path, "--eval-labels file")
     if path.suffix.lower() == ".npy":
         labels = read_npy(path)

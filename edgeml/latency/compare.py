@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import InputError, first_line
 from ..readable import regular_file
-from .runner import timed_calls, warm_up
 from .stats import mann_whitney_greater, own_times, ratio_interval, summarize
+from .timing import timed_calls, warm_up
 
 #: One-sided significance level of the regression test.
 ALPHA = 0.01

@@ -28,10 +28,13 @@ import numpy as np
 
 from ..data import (OTHER_DIM, check_sizes, concrete_specs, describe_feeds, format_inputs, generated_origin, parse_shapes,
                     generated_failure, random_feeds, read_feeds, sample_count, select_rows, unbatched)
+from ..datafiles import is_text_file
 from ..errors import InputError, first_line
 from ..spec import check_input_bytes, fixed_batch, format_shape, max_input_bytes
+from .compare import judge_baseline, load_baseline, read_baseline, run_against
 from .stats import (BLOCK_CONFIDENCE, BLOCKS, CONFIDENCE, block_gate, block_samples, descheduled, gate_samples,
                     own_times, percentile_key, summarize)
+from .timing import time_calls, warm_up
 
 #: Distinct input batches cycled through during a run.
 INPUT_BATCHES = 8
@@ -41,8 +44,6 @@ INPUT_BATCHES = 8
 NOISY_SPREAD = 0.10
 BLOCKS_DISAGREE = 0.25
 DESCHEDULED_SHARE = 0.05
-#: The stop rule is checked between chunks of calls that last about this long, not after every call.
-CHUNK_NS = 20_000_000
 #: Bounds that keep a run finite and its samples in memory.
 LIMIT_SECONDS = 3600
 LIMIT_RUNS = 10_000_000
@@ -115,6 +116,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     comparison: dict | None = None
     inputs: dict = field(default_factory=dict)  # the shapes timed and where the inputs came from (describe_feeds)
+    providers: list[str] = field(default_factory=list)  # the backend really used (Runtime.providers)
     samples_ns: list[int] = field(repr=False, default_factory=list)
     cpu_ns: list[int] = field(repr=False, default_factory=list)
 
@@ -272,7 +274,6 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     """
     from ..environment import differences, fingerprint
     from ..runtimes import load
-    from .compare import judge_baseline, load_baseline, run_against
 
     method = check_options(budget_ms=budget_ms, percentile=percentile, batch=batch, seed=seed, method=method,
                            baseline=baseline, max_regression=max_regression, against=against, data=data, text=text,
@@ -343,7 +344,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         artifact=str(Path(artifact)), backend=runtime.backend, device=device, batch=batch, threads=threads,
         load_ms=load_ns / 1e6, first_ms=first_ns / 1e6, warmup_runs=warm_runs, warmup_ms=warm_ns / 1e6,
         percentile=percentile, budget_ms=budget_ms, **analysis, environment=environment, notes=notes,
-        comparison=comparison, inputs=inputs, samples_ns=list(wall), cpu_ns=list(cpu),
+        comparison=comparison, inputs=inputs, providers=list(runtime.providers), samples_ns=list(wall), cpu_ns=list(cpu),
     )
 
 
@@ -363,7 +364,6 @@ def check_sweep(artifact, batches: list, threads: list, options: dict) -> None:
     """What ``bench_sweep`` checks before measuring; a baseline file is read here, once, for every point."""
     from ..runtimes import load
     from ..runtimes.base import check_threads
-    from .compare import load_baseline, read_baseline
 
     for t in threads:
         check_threads(t)
@@ -424,83 +424,6 @@ def cycle_calls(run: Callable, batches: list[dict]) -> Callable[[], object]:
     return lambda: run(following())
 
 
-def warm_up(call: Callable[[], object], method: Method) -> tuple[int, int]:
-    """Run until both the warm-up time and count are reached, never past the cap; returns (runs, ns)."""
-    clock = time.perf_counter_ns
-    start = clock()
-    until = start + int(method.warmup_ms * 1e6)
-    cap = start + int(method.max_seconds * 1e9)
-    runs = 0
-    while (runs < method.warmup_runs or clock() < until) and clock() < cap:
-        call()
-        runs += 1
-    return runs, clock() - start
-
-
-def timed_calls(call: Callable[[], object], count: int) -> tuple[list[int], list[int]]:
-    """``count`` calls, each timed alone: wall ns, and the ns the calling thread was not kept waiting by other
-    work ("cpu_ns"). On Linux that is wall less the thread's run-queue delay, which the kernel counts
-    exactly (``/proc/thread-self/schedstat``, field 2: runnable but not running), so a call that waits on
-    its own (sleeping, I/O, a blocking join) keeps its whole wall time. Elsewhere it is the thread's CPU
-    clock. Either is read once per call, outside the wall interval; its interval also spans the loop's own
-    steps, a constant that ``own_times`` counts with the runtime's waiting."""
-    clock = time.perf_counter_ns
-    wall, marks = [0] * count, [0] * (count + 1)
-    with _run_queue_delay() as delay:
-        read = delay or time.thread_time_ns
-        marks[0] = read()
-        for i in range(count):
-            t0 = clock()
-            call()
-            t1 = clock()
-            marks[i + 1] = read()
-            wall[i] = t1 - t0
-    if delay is None:
-        return wall, [b - a for a, b in zip(marks, marks[1:])]
-    delays = [int(m.split()[1]) for m in marks]  # parsed after the loop, to keep each iteration short
-    return wall, [max(w - (b - a), 0) for w, a, b in zip(wall, delays, delays[1:])]
-
-
-@contextlib.contextmanager
-def _run_queue_delay():
-    """A reader of the calling thread's schedstat line (Linux; field 2 is the run-queue delay in ns), or None."""
-    try:
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-    except OSError:
-        yield None
-        return
-    try:
-        yield lambda: os.pread(fd, 128, 0)  # raw: "cpu_ns run_delay_ns timeslices"
-    finally:
-        os.close(fd)
-
-
-def time_calls(call: Callable[[], object], method: Method, needed: int,
-               per_call_ns: float) -> tuple[list[int], list[int], bool]:
-    """Timed calls until >= ``needed`` and >= min_runs and >= min_seconds, or the cap, checked between chunks
-    of about ``CHUNK_NS``; returns (wall ns, cpu ns, extended: whether ``needed`` made the run longer)."""
-    clock = time.perf_counter_ns
-    chunk = int(min(max(CHUNK_NS / max(per_call_ns, 1), 1), 10_000))
-    wall: list[int] = []
-    cpu: list[int] = []
-    start = clock()
-    min_done = start + int(method.min_seconds * 1e9)
-    cap = start + int(method.max_seconds * 1e9)
-    extended = False
-    while True:
-        w, c = timed_calls(call, min(chunk, method.max_runs - len(wall)))
-        wall += w
-        cpu += c
-        now, n = clock(), len(wall)
-        if n >= method.min_runs and now >= min_done:
-            if n >= needed:
-                break
-            extended = True
-        if n >= method.max_runs or now >= cap:
-            break
-    return wall, cpu, extended
-
-
 def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None) -> tuple[list[dict], dict]:
     """Several distinct batches, and their description for the reports (``describe_feeds``): consecutive rows
     of ``data``, or sentences of ``text`` (or of a ``.txt`` ``data``) tokenized to one length (``shapes``'
@@ -522,8 +445,6 @@ def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None
         batches = [random_feeds(runtime.inputs, batch=batch, seed=seed + i, sizes=sizes, meta=meta)
                    for i in range(count)]
         return batches, describe_feeds(batches[0], generated_origin(runtime.inputs, seed, meta))
-    from ..calibration.sources import is_text_file
-
     encoder = None
     if text is not None or is_text_file(data):
         encoder = runtime.text_encoder.sized(sizes)

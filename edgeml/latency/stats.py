@@ -167,7 +167,7 @@ def conservative_percentile(sorted_values, percentile: float, confidence: float 
 
 def own_times(wall_ns, cpu_ns) -> np.ndarray:
     """Each call's wall time less the time other work had its thread; ``cpu_ns``: wall less the run-queue
-    delay (``runner.timed_calls``), or the thread's CPU time. Off-CPU time (wall - cpu) up to base,
+    delay (``timing.timed_calls``), or the thread's CPU time. Off-CPU time (wall - cpu) up to base,
     the value that 5% of calls stay under, is the runtime's own waiting; a call that waited longer than base
     by more than ``JITTER_NS`` was descheduled and is billed ``cpu + base``; any other call its wall time."""
     wall = np.asarray(wall_ns, dtype=np.int64)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, no_such_file
 from ..readable import regular_file
 from .base import Runtime
 
@@ -12,18 +13,26 @@ from .base import Runtime
 def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = None, **source_options) -> Runtime:
     """Load a model file for inference.
 
-    ``.onnx`` runs on ONNX Runtime (imports nothing heavier). Source files (``.pt2``, TorchScript, state
-    dicts, ``.skops``, trusted pickles) run on their own framework: the reference edgeml checks against.
-    ``source_options`` are those of ``edgeml.convert`` (``inputs``, ``model_class``, ``trust_pickle``...).
+    An artifact runs on its backend's runtime (``backends``: ``.onnx`` and ``.ort`` on ONNX Runtime, which
+    imports nothing heavier). Source files (``.pt2``, TorchScript, state dicts, ``.skops``, trusted pickles)
+    run on their own framework: the reference edgeml checks against. ``source_options`` are those of
+    ``edgeml.convert`` (``inputs``, ``model_class``, ``trust_pickle``...).
     """
-    path = regular_file(path, "model file")
-    if path.suffix.lower() == ".onnx":
-        from .onnxrt import OnnxRuntime
+    from .. import backends
 
+    backend = backends.backend_for(path)
+    if backend is not None and backend.folder:
+        path = Path(path)
+        if not path.is_dir():
+            raise no_such_file(path, f"{backend.name} artifact folder")
+    else:
+        path = regular_file(path, "model file")
+    if backend is not None:
         given = [k for k, v in source_options.items() if v]
         if given:
-            raise InputError(f"{path} is an ONNX file: {', '.join(given)} apply to source models only; drop them")
-        return OnnxRuntime(path, device=device, threads=threads)
+            raise InputError(f"{path} is an {backend.name} artifact: {', '.join(given)} apply to source models only; "
+                             "drop them")
+        return backend.runtime(path, device=device, threads=threads)
     from ..sources import load_source
 
     source = load_source(path, **source_options)

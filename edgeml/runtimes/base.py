@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InputError, SpecError, first_line
+from ..model_meta import input_meta
 from ..spec import TensorSpec, format_shape
 
 #: Model metadata keys that tell a runtime which outputs hold a classifier's labels and probabilities.
@@ -129,6 +130,11 @@ class Runtime:
         return results[0] if len(results) == 1 else tuple(results)
 
     @property
+    def providers(self) -> list[str]:
+        """The backend really in use, most preferred first: onnxruntime's execution providers, else the device."""
+        return [self.device]
+
+    @property
     def input_names(self) -> list[str]:
         return [s.name for s in self.inputs]
 
@@ -150,9 +156,7 @@ class Runtime:
     # -- what the model's inputs mean, and text --------------------------------------------------
     @functools.cached_property
     def meta(self):
-        """The model's ``ModelMeta``, completed from its input names and graph (``edgeml.data.input_meta``)."""
-        from ..data import input_meta
-
+        """The model's ``ModelMeta``, completed from its input names and graph (``model_meta.input_meta``)."""
         return input_meta(self)
 
     @functools.cached_property

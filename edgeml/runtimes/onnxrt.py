@@ -54,11 +54,26 @@ def providers_for(device: str) -> list:
     if wanted[0] not in available:
         raise BackendMissing(
             f"device {device!r} needs onnxruntime's {wanted[0]}, which this onnxruntime {ort.__version__} lacks "
-            f"(it has {', '.join(available)}); install onnxruntime-gpu instead of onnxruntime"
+            f"(it has {', '.join(available)}); install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
         )
     if index:
         return [(p, {"device_id": int(index)}) if p != "CPUExecutionProvider" else p for p in wanted]
     return list(wanted)
+
+
+def check_providers(device: str, asked: list, used: list[str]) -> None:
+    """onnxruntime falls back to the CPU, with a warning at most, when a GPU provider cannot start (CUDA or
+    cuDNN libraries missing or of another version): a run asked for on ``cuda`` or ``tensorrt`` must not
+    measure or check the CPU instead."""
+    first = asked[0][0] if isinstance(asked[0], tuple) else asked[0]
+    if first != "CPUExecutionProvider" and first not in used:
+        import onnxruntime as ort
+
+        raise BackendMissing(
+            f"device {device!r} asked for onnxruntime's {first}, but the session runs on {', '.join(used)}: "
+            f"onnxruntime {ort.__version__} could not start {first} (CUDA or cuDNN libraries missing or of another "
+            "version); install the onnxruntime-gpu build matching this machine's CUDA version, or use --device cpu"
+        )
 
 
 class OnnxRuntime(Runtime):
@@ -83,6 +98,8 @@ class OnnxRuntime(Runtime):
                     else "the file is newer than this onnxruntime reads: pip install -U onnxruntime"
                     if "IR version" in reason else "the file may be truncated or corrupt: re-export it")
             raise InputError(f"onnxruntime {ort.__version__} cannot load {what} ({reason}); {hint}") from exc
+        self._providers = self._session.get_providers()
+        check_providers(device, providers, self._providers)
         super().__init__(
             [_spec(a) for a in self._session.get_inputs()],
             [_spec(a) for a in self._session.get_outputs()],
@@ -101,7 +118,8 @@ class OnnxRuntime(Runtime):
 
     @property
     def providers(self) -> list[str]:
-        return self._session.get_providers()
+        """The execution providers the session really uses, most preferred first (also after ``close``)."""
+        return list(self._providers)
 
     def close(self) -> None:
         super().close()

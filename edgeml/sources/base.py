@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,17 +54,3 @@ class SourceModel:
             "format": self.format,
             "inputs": [s.to_dict() for s in self.inputs],
         }
-
-
-@contextlib.contextmanager
-def cwd_importable():
-    """Let user code in the current folder be imported while loading, as ``python`` itself would."""
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, UnsafeFormatError, first_line, require
-from .base import cwd_importable
+from ..usercode import cwd_importable
 
 
 def refuse_pickle(path: Path, what: str = "a pickle", alternative: str = "or save the model with skops") -> UnsafeFormatError:

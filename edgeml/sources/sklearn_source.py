@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..datafiles import read_npy
 from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
 from ..readable import regular_file
 from ..runtimes.base import text_values
@@ -249,8 +250,6 @@ def read_sample(path: str | Path):
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"cannot read {path} as CSV ({first_line(exc)})") from exc
     if path.suffix.lower() == ".npy":
-        from ..calibration.sources import read_npy
-
         array = read_npy(path)
         if array.dtype.kind not in "biuf":
             raise InputError(f"{path} holds {array.dtype} values; a sample holds numbers (rows x features)")

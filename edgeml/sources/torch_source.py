@@ -14,7 +14,8 @@ from ..errors import InputError, SpecError, UnsafeFormatError, first_line, requi
 from ..files import sha256
 from ..quiet import quiet
 from ..spec import TensorSpec, dynamic_batch as with_dynamic_batch, normalize_dtype
-from .base import SourceModel, cwd_importable
+from ..usercode import cwd_importable
+from .base import SourceModel
 from .pickle_source import refuse_pickle
 
 SPEC_HINT = "pass --input NAME:DIMS[:DTYPE] for each forward() argument, e.g. --input x:1x3x224x224"

@@ -1,8 +1,9 @@
-"""``edgeml.verify``: does an output folder hold what its manifest says, and nothing half-written?
+"""``edgeml.verify``: does an output folder hold what its manifest says, and nothing half-written? (The module
+is not named ``verify``: importing it would hide the function of that name on the ``edgeml`` package.)
 
-Checks every listed file (present, a regular file, size and sha256 as listed, a loadable ONNX model) and the
-companions each entry lists (a tokenizer beside its artifact),
-ONNX files the manifest does not list, and temporary files left by a killed writer. It holds the
+Checks every listed artifact (present, a regular file or, for a folder backend, a folder, size and sha256 as
+listed, loadable by its backend) and the companions each entry lists (a tokenizer beside its artifact),
+artifacts the manifest does not list, and temporary files left by a killed writer. It holds the
 folder's lock while it looks (where it may write there), so a convert running meanwhile is seen
 before or after one of its steps, never in the middle.
 """
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, no_such_file
-from .files import kind_of, process_alive, sha256, temp_owner
+from . import backends
+from .files import kind_of, process_alive, sha256, size_of, temp_owner
 from .manifest import MANIFEST_NAME, folder_lock, plain_name as _plain, read_manifest
 
 
@@ -83,7 +85,7 @@ def _verify(folder: Path) -> VerifyResult:
                                    "(the next convert into this folder does)")
         elif name.startswith(".") and name.endswith(".tmp"):
             result.problems.append(f"{name}: a leftover temporary file (an interrupted write): delete it")
-        elif entries is not None and name.lower().endswith(".onnx") and name not in listed:
+        elif entries is not None and backends.backend_for(name) is not None and name not in listed:
             result.problems.append(f"{name}: not in {MANIFEST_NAME} (an interrupted convert, or copied in by hand): "
                                    "convert again, or move it away")
     return result
@@ -108,23 +110,26 @@ def _check_file(folder: Path, entry: dict, prefix: str = "") -> str | None:
     digest, size = entry.get("sha256"), entry.get("size_bytes")
     if not isinstance(digest, str) or not isinstance(size, int):
         return f"{prefix}{name}: its entry has no sha256 or size_bytes; convert again"
+    backend = backends.backend_for(name) if not prefix else None
+    folder = backend is not None and backend.folder
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            return f"{prefix}{name}: a {kind_of(info.st_mode)}, not a regular file"
-        if info.st_size != size:
-            return f"{prefix}{name}: {info.st_size} bytes, the manifest says {size}: the file changed after it was built"
+        info = os.lstat(path) if folder else os.stat(path)
+        if not (stat.S_ISDIR(info.st_mode) if folder else stat.S_ISREG(info.st_mode)):
+            return f"{prefix}{name}: a {kind_of(info.st_mode)}, not a {'folder' if folder else 'regular file'}"
+        found = size_of(path)
+        if found != size:
+            return f"{prefix}{name}: {found} bytes, the manifest says {size}: the {'folder' if folder else 'file'} changed after it was built"
         if sha256(path) != digest:
-            return f"{prefix}{name}: sha256 differs from the manifest's: the file changed after it was built"
+            return f"{prefix}{name}: sha256 differs from the manifest's: the {'folder' if folder else 'file'} changed after it was built"
     except FileNotFoundError:
         return f"{prefix}{name}: listed in {MANIFEST_NAME} but missing"
     except OSError as exc:
         return f"{prefix}{name}: cannot be read ({exc.strerror})"
-    if name.lower().endswith(".onnx"):
-        from .onnx_graph import read_onnx
-
+    except InputError as exc:  # a link or device inside a folder artifact
+        return f"{prefix}{name}: {exc}"
+    if backend is not None:
         try:
-            read_onnx(path)
+            backend.inspect(path)  # it loads: the backend reads it as an artifact of its kind
         except InputError as exc:
             return f"{name}: {exc}"
     return None

@@ -1,4 +1,4 @@
-"""Calibration data: the samples an INT8 quantizer measures activation ranges on, read as a stream.
+"""Users' data files, read as a stream of samples: calibration data for INT8, and real inputs for checks and bench.
 
 A source never holds the whole set in memory, only the current file, CSV chunk or sample: arrays on disk
 are memory-mapped, images are decoded one at a time, a CSV is read in chunks and a user's function is
@@ -27,11 +27,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import BackendMissing, InputError, SpecError, first_line, no_such_file, require
-from ..readable import regular_file
-from ..runtimes.base import to_numpy, text_values
-from ..sources.base import cwd_importable
-from ..spec import TensorSpec, format_shape
+from .errors import BackendMissing, InputError, SpecError, first_line, no_such_file, require
+from .readable import regular_file
+from .runtimes.base import text_values, to_numpy
+from .spec import TensorSpec, format_shape
+from .text import read_lines
+from .usercode import cwd_importable
 
 #: Rows read from a CSV at a time: the most of a CSV a source holds in memory.
 CSV_CHUNK_ROWS = 1024
@@ -320,8 +321,6 @@ class _TextLines(_IndexedSource):
     length, the longest (or the one ``text`` fixes): samples stack into batches."""
 
     def __init__(self, path: Path, specs: list[TensorSpec], text: Callable[[list[str]], Sample]):
-        from ..text import read_lines
-
         super().__init__(specs, str(path))
         lines = read_lines(path)
         self._feeds = {k: np.asarray(v) for k, v in text(lines).items()}
@@ -345,7 +344,7 @@ class _ArrayFiles(_IndexedSource):
         super().__init__(specs, name)
         self._files = files
         self._batched = not folder
-        self._ends = np.cumsum([_batch_len(_array_shapes(f, self.specs), self.specs, str(f), self._batched) for f in files])
+        self._ends = np.cumsum([_batch_len(array_shapes(f, self.specs), self.specs, str(f), self._batched) for f in files])
         self._open: tuple[int, dict[str, np.ndarray]] = (-1, {})
         count = int(self._ends[-1])
         if folder:
@@ -359,12 +358,12 @@ class _ArrayFiles(_IndexedSource):
     def _sample(self, i):
         k = int(np.searchsorted(self._ends, i, side="right"))
         if self._open[0] != k:
-            self._open = (k, _read_arrays(self._files[k], self.specs))
+            self._open = (k, read_arrays(self._files[k], self.specs))
         start = int(self._ends[k - 1]) if k else 0
         return _label(str(self._files[k]), i - start, int(self._ends[k]) - start), _take(self._open[1], self.specs, i - start, self._batched)
 
 
-def _array_shapes(path: Path, specs: list[TensorSpec]) -> dict[str, tuple]:
+def array_shapes(path: Path, specs: list[TensorSpec]) -> dict[str, tuple]:
     """Each input's array shape in ``path``, read from the headers alone."""
     if path.suffix.lower() == ".npy":
         _one_input(path, specs)
@@ -411,7 +410,7 @@ def _stored(path: Path, offset: int, shape: tuple, fortran: bool, dtype: np.dtyp
     return _Rows(path, offset, dtype, shape)
 
 
-def _read_arrays(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+def read_arrays(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     """Each input's array in ``path``, read row by row on demand, except compressed .npz members."""
     if path.suffix.lower() == ".npy":
         with open(path, "rb") as f:
@@ -696,7 +695,7 @@ class _FunctionSource(_StreamedSource):
             if count > MAX_FUNCTION_SAMPLES:
                 raise InputError(
                     f"calibration function {self.name} gives more than {MAX_FUNCTION_SAMPLES} samples (does it ever end?); "
-                    "edgeml reads at most edgeml.calibration.sources.MAX_FUNCTION_SAMPLES from a function: return fewer "
+                    "edgeml reads at most edgeml.datafiles.MAX_FUNCTION_SAMPLES from a function: return fewer "
                     "(e.g. itertools.islice(items, 1000)) or raise that limit"
                 )
             for j in range(n):

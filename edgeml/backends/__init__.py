@@ -1,0 +1,107 @@
+"""The backend table: every artifact format edgeml builds, loads, inspects and records, one entry each,
+and the edges (converters) between formats. A target is a module here that calls ``register``, plus its
+line in ``_BUILT_IN``; the pipeline, ``edgeml.load``, ``edgeml inspect`` and the manifests read the table and
+name no backend themselves."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An artifact format: ``suffix`` names its files (or folders, with ``folder``); ``runtime(path, device,
+    threads)`` opens one behind the Runtime contract; ``inspect(path)`` describes one as ``edgeml inspect``
+    prints it, and is how ``edgeml verify`` proves that one loads (an InputError when not); ``tools`` are the
+    packages whose versions manifests record; ``extra`` is the pip extra that brings them."""
+
+    name: str
+    suffix: str
+    description: str
+    runtime: Callable
+    inspect: Callable
+    tools: tuple[str, ...] = ()
+    extra: str | None = None
+    folder: bool = False
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A converter from one format to another: ``build(source_artifact, output_path)`` writes the output and
+    returns the record of how (tool, version, options) that goes into the manifest."""
+
+    source: str
+    target: str
+    build: Callable[[Path, Path], dict]
+    description: str = ""
+
+
+BACKENDS: dict[str, Backend] = {}
+EDGES: list[Edge] = []
+_BUILT_IN = ("onnx", "ort")  # one line per target: the modules that register themselves
+
+
+def register(backend: Backend, *edges: Edge) -> None:
+    BACKENDS[backend.name] = backend
+    EDGES.extend(edge for edge in edges if edge not in EDGES)
+
+
+def named(name: str) -> Backend:
+    """The backend called ``name``, or an error listing those this edgeml builds."""
+    if name not in BACKENDS:
+        raise InputError(f"unknown target {name!r}; this edgeml builds: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def backend_for(path: str | Path) -> Backend | None:
+    """The backend whose artifacts look like ``path`` (by suffix), or None for a source model file."""
+    suffix = Path(path).suffix.lower()
+    return next((b for b in BACKENDS.values() if b.suffix == suffix), None)
+
+
+def inspect(path: str | Path) -> dict:
+    """A summary of an artifact (``inspection.summary``), by the backend its format belongs to; ``edgeml
+    inspect`` prints it."""
+    path = Path(path)
+    backend = backend_for(path)
+    if path.is_dir() and not (backend and backend.folder):
+        raise InputError(f"{path} is a folder; edgeml inspect reads one artifact (edgeml verify {path} checks a "
+                         "folder against its manifest)")
+    if path.exists() and backend is None:
+        kinds = ", ".join(b.suffix for b in BACKENDS.values())
+        raise InputError(f"edgeml inspect reads artifacts ({kinds}); {path} is not one (convert it first: "
+                         f"edgeml convert {path})")
+    return (backend or named("onnx")).inspect(path)
+
+
+def path_to(target: str, start: str = "onnx") -> list[Edge]:
+    """The edges that lead from ``start`` to ``target``, shortest first found (breadth first); [] when
+    ``target`` is ``start``. An unreachable target is an error naming what can be built."""
+    named(target)
+    routes: dict[str, list[Edge]] = {start: []}
+    frontier = [start]
+    while frontier and target not in routes:
+        following = []
+        for edge in EDGES:
+            if edge.source in frontier and edge.target not in routes:
+                routes[edge.target] = routes[edge.source] + [edge]
+                following.append(edge.target)
+        frontier = following
+    if target not in routes:
+        raise InputError(f"no converter leads from {start} to {target}; reachable from {start}: "
+                         f"{', '.join(routes)}")
+    return routes[target]
+
+
+def tools() -> tuple[str, ...]:
+    """Every registered backend's tools, in registration order, once each."""
+    return tuple(dict.fromkeys(tool for backend in BACKENDS.values() for tool in backend.tools))
+
+
+for _module in _BUILT_IN:
+    importlib.import_module(f"{__name__}.{_module}")

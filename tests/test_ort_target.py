@@ -1,0 +1,88 @@
+"""A target added through the backend table: onnxruntime's ORT format (``--to ort``), the file its minimal
+and mobile builds load. Built from each ONNX artifact (FP32 and INT8), checked against it, listed in the
+manifest, loadable, benchable and inspectable like any artifact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgeml
+from edgeml import backends
+from edgeml.cli import main
+from edgeml.errors import InputError
+from edgeml.manifest import MANIFEST_NAME
+
+from .conftest import torch
+
+QUICK = ("--runs", "5", "--warmup", "1", "--warmup-ms", "0", "--min-seconds", "0.02", "--max-seconds", "0.2")
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ort")
+    notes = []
+    result = edgeml.convert(_Net().eval(), "onnx,ort", out, inputs=["x:batchx8"], int8=True, progress=notes.append)
+    return result, out, notes
+
+
+def test_every_onnx_artifact_gets_its_ort_twin_checked_against_it(built):
+    result, out, notes = built
+    assert [(a.path.name, a.target) for a in result.artifacts] == [
+        ("model.onnx", "onnx"), ("model.int8.onnx", "onnx"), ("model.ort", "ort"), ("model.int8.ort", "ort")]
+    entries = {e["file"]: e for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]}
+    for name, parent in (("model.ort", "model.onnx"), ("model.int8.ort", "model.int8.onnx")):
+        entry = entries[name]
+        assert entry["target"] == "ort" and entry["check"]["status"] == "passed" and entry["check"]["against"] == parent
+        assert entry["build"]["built_from"] == parent and entry["build"]["conversion"][0]["edge"] == "onnx -> ort"
+        assert (out / name).read_bytes()[4:8] == b"ORTM"  # the flatbuffer's file identifier, not protobuf
+    assert entries["model.int8.ort"]["precision"] == "int8"
+    assert edgeml.verify(out).ok
+    assert any("converted model.onnx to ort" in n for n in notes)
+
+
+def test_an_ort_file_loads_and_computes_what_its_onnx_does(built):
+    _, out, _ = built
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    with edgeml.load(out / "model.onnx") as onnx_model, edgeml.load(out / "model.ort") as ort_model:
+        np.testing.assert_allclose(ort_model.run({"x": x})[ort_model.output_names[0]],
+                                   onnx_model.run({"x": x})[onnx_model.output_names[0]], rtol=1e-5, atol=1e-6)
+
+
+def test_inspect_and_bench_read_ort_files(built):
+    _, out, _ = built
+    code = CliRunner().invoke(main, ["inspect", str(out / "model.int8.ort"), "--json"])
+    assert code.exit_code == 0, code.output
+    info = json.loads(code.output)
+    assert info["inputs"] == [{"name": "x", "shape": ["batch", 8], "dtype": "float32"}]
+    assert info["quantized"] and info["precision"] == "int8" and info["opsets"]["ai.onnx"] > 0
+    bench = CliRunner().invoke(main, ["bench", str(out / "model.ort"), *QUICK])
+    assert bench.exit_code == 0, bench.output
+
+
+def test_the_backend_table_plans_and_refuses_by_name(tmp_path):
+    assert [(e.source, e.target) for e in backends.path_to("ort")] == [("onnx", "ort")]
+    assert backends.path_to("onnx") == []
+    with pytest.raises(InputError, match="unknown target 'coreml'; this edgeml builds: onnx, ort"):
+        edgeml.convert(_Net().eval(), "onnx,coreml", tmp_path, inputs=["x:batchx8"])
+    assert list(tmp_path.iterdir()) == []  # refused before anything is exported
+
+
+def test_a_file_that_is_not_ort_is_refused_by_inspect(tmp_path):
+    fake = tmp_path / "fake.ort"
+    fake.write_bytes(b"\x00" * 64)
+    code = CliRunner().invoke(main, ["inspect", str(fake)])
+    assert code.exit_code == 2 and "is not an ORT format file" in code.output
