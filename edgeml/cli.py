@@ -441,8 +441,9 @@ def bench(artifact, budget_ms, percentile, clock, batch, threads, device, data, 
     results = bench_sweep(artifact, batches=batch, threads=threads, budget_ms=budget_ms, percentile=percentile,
                           device=device, data=data, text=text, shapes=list(shapes) or None, seed=seed, method=method,
                           baseline=baseline,
-                          max_regression=max_regression, against=against, progress=_say, inputs=list(inputs) or None,
-                          sample=sample, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle)
+                          max_regression=max_regression, against=against, progress=_say,
+                          source=dict(inputs=list(inputs) or None, sample=sample, model_class=model_class,
+                                      model_kwargs=model_kwargs, trust_pickle=trust_pickle))
     for path in write_reports(results, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path,
                               html_path=html_path, samples=save_samples):
         _err(f"wrote {path}")

@@ -30,7 +30,7 @@ class _Net(torch.nn.Module):
         return self.layer(x)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def folder_backend():
     """``--to pkgdir``: NAME.pkgdir/ holding ``Data/model.onnx`` and ``Manifest.json``, run on onnxruntime."""
     from edgeml.backends.onnx import inspect_onnx
@@ -62,8 +62,21 @@ def _convert(out):
     return edgeml.convert(_Net().eval(), "onnx,pkgdir", out, inputs=["x:batchx4"])
 
 
-def test_a_folder_artifact_is_built_checked_listed_and_verified(folder_backend, tmp_path):
-    result = _convert(tmp_path)
+@pytest.fixture(scope="module")
+def built(folder_backend, tmp_path_factory):
+    """One conversion; tests that change the folder work on a copy of it."""
+    out = tmp_path_factory.mktemp("built")
+    return _convert(out), out
+
+
+@pytest.fixture
+def copy(built, tmp_path):
+    shutil.copytree(built[1], tmp_path, dirs_exist_ok=True)
+    return tmp_path
+
+
+def test_a_folder_artifact_is_built_checked_listed_and_verified(built):
+    result, tmp_path = built
     package = tmp_path / "model.pkgdir"
     assert [a.path for a in result.artifacts] == [tmp_path / "model.onnx", package]
     assert sorted(p.relative_to(package).as_posix() for p in package.rglob("*")) == [
@@ -75,8 +88,8 @@ def test_a_folder_artifact_is_built_checked_listed_and_verified(folder_backend, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
-def test_a_rebuild_replaces_the_whole_folder(folder_backend, tmp_path):
-    _convert(tmp_path)
+def test_a_rebuild_replaces_the_whole_folder(copy):
+    tmp_path = copy
     (tmp_path / "model.pkgdir" / "stale.bin").write_bytes(b"from an older build")
     _convert(tmp_path)
     assert not (tmp_path / "model.pkgdir" / "stale.bin").exists()
@@ -84,8 +97,9 @@ def test_a_rebuild_replaces_the_whole_folder(folder_backend, tmp_path):
 
 
 @pytest.mark.parametrize("change", ["byte", "new file", "renamed file", "link"])
-def test_any_change_inside_the_folder_fails_verify(folder_backend, tmp_path, change):
-    _convert(tmp_path)
+def test_any_change_inside_the_folder_fails_verify(copy, change):
+    tmp_path = copy
+    assert edgeml.verify(tmp_path).ok  # the copy is as listed
     package = tmp_path / "model.pkgdir"
     if change == "byte":
         data = (package / "Manifest.json").read_bytes()
@@ -107,16 +121,16 @@ def test_a_file_where_the_folder_goes_is_refused_before_export(folder_backend, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pkgdir"]
 
 
-def test_a_folder_artifact_is_removed_with_its_entry(folder_backend, tmp_path):
-    _convert(tmp_path)
+def test_a_folder_artifact_is_removed_with_its_entry(copy):
+    tmp_path = copy
     remove_artifact(tmp_path / "model.pkgdir")
     assert not (tmp_path / "model.pkgdir").exists()
     assert [e["file"] for e in json.loads((tmp_path / MANIFEST_NAME).read_text())["artifacts"]] == ["model.onnx"]
     assert edgeml.verify(tmp_path).ok
 
 
-def test_edgeml_load_opens_a_folder_artifact_on_its_backend(folder_backend, tmp_path):
-    _convert(tmp_path)
+def test_edgeml_load_opens_a_folder_artifact_on_its_backend(built):
+    tmp_path = built[1]
     x = np.ones((3, 4), np.float32)
     with edgeml.load(tmp_path / "model.pkgdir") as package, edgeml.load(tmp_path / "model.onnx") as onnx:
         np.testing.assert_allclose(package.run({"x": x})[package.output_names[0]], onnx.run({"x": x})[onnx.output_names[0]])

@@ -86,3 +86,16 @@ def test_a_file_that_is_not_ort_is_refused_by_inspect(tmp_path):
     fake.write_bytes(b"\x00" * 64)
     code = CliRunner().invoke(main, ["inspect", str(fake)])
     assert code.exit_code == 2 and "is not an ORT format file" in code.output
+
+
+def test_load_keeps_source_options_apart_from_the_runtime(built, tmp_path):
+    """``source=`` says how to load a source model; an artifact refuses them, naming them."""
+    _, out, _ = built
+    torch.save(_Net().state_dict(), tmp_path / "net.pth")
+    x = np.ones((2, 8), np.float32)
+    source = {"model_class": f"{__name__}:_Net", "inputs": ["x:batchx8"]}
+    with edgeml.load(tmp_path / "net.pth", source=source) as reference, edgeml.load(out / "model.ort") as artifact:
+        np.testing.assert_allclose(artifact.run({"x": x})[artifact.output_names[0]],
+                                   reference.run({"x": x})[reference.output_names[0]], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="is an ort artifact: inputs apply to source models only"):
+        edgeml.load(out / "model.ort", source={"inputs": ["x:1x8"]})

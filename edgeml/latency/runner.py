@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import itertools
 import math
 import numbers
@@ -22,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -259,7 +258,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
           threads: int | None = None, device: str = "cpu", data=None, seed: int = 0, method: Method | None = None,
           baseline: str | os.PathLike | dict | None = None, max_regression: float = 0.10,
           against: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-          shapes=None, text: str | os.PathLike | None = None, **load_options) -> BenchResult:
+          shapes=None, text: str | os.PathLike | None = None, source: Mapping | None = None) -> BenchResult:
     """Measure ``artifact``'s latency per call of its Runtime (what an app sees) and judge the gates.
 
     The budget gate judges the lowest of 5 blocks' upper bounds on ``percentile`` (default p90, MLPerf
@@ -270,7 +269,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     ``shapes``: sizes of symbolic dims ({"sequence": 128}, "sequence=128" or a list of such; not the batch's:
     that is ``batch``) for generated or tokenized inputs. ``text``: a file of sentences, one a line, tokenized
     by the artifact's tokenizer (``data`` may also name a ``.txt``). The result records the shapes timed
-    and where the inputs came from (``inputs``).
+    and where the inputs came from (``inputs``). ``source``: how to load a source model (``edgeml.load``'s).
     """
     from ..environment import differences, fingerprint
     from ..runtimes import load
@@ -282,7 +281,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     base = load_baseline(baseline, artifact, batch, threads) if baseline is not None else None
 
     start = time.perf_counter_ns()
-    runtime = load(artifact, device=device, threads=threads, **load_options)
+    runtime = load(artifact, device=device, threads=threads, source=source)
     load_ns = time.perf_counter_ns() - start
     clock, notes = gate_clock(method.clock, device)
     with runtime, contextlib.ExitStack() as stack:
@@ -290,7 +289,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         batch = inputs.pop("batch", batch)  # data run as it is: its rows are the batch
         say(f"inputs: {format_inputs(inputs)}")
         if against is not None:
-            other = stack.enter_context(load(against, device=device, threads=threads, **load_options))
+            other = stack.enter_context(load(against, device=device, threads=threads, source=source))
             other_call = cycle_calls(other.run, bench_inputs(other, batch, data, seed, shapes=shapes, text=text)[0])
             differ = input_differences(runtime.inputs, other.inputs)
             if differ:
@@ -379,10 +378,9 @@ def check_sweep(artifact, batches: list, threads: list, options: dict) -> None:
                 load_baseline(options["baseline"], artifact, b, t, where=where)
     if len(batches) == 1:  # bench checks its one batch size itself, before measuring
         return
-    load_options = {k: v for k, v in options.items() if k not in inspect.signature(bench).parameters}
     for path in (artifact, options.get("against")):
         if path is not None:
-            with load(path, device=options.get("device", "cpu"), threads=threads[0], **load_options) as runtime:
+            with load(path, device=options.get("device", "cpu"), threads=threads[0], source=options.get("source")) as runtime:
                 for b in batches:
                     bench_inputs(runtime, b, options.get("data"), options.get("seed", 0), shapes=options.get("shapes"),
                                  text=options.get("text"))

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import InputError, no_such_file
 from ..readable import regular_file
 from .base import Runtime
 
 
-def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = None, **source_options) -> Runtime:
+def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = None, *,
+         source: Mapping | None = None) -> Runtime:
     """Load a model file for inference.
 
     An artifact runs on its backend's runtime (``backends``: ``.onnx`` and ``.ort`` on ONNX Runtime, which
     imports nothing heavier). Source files (``.pt2``, TorchScript, state dicts, ``.skops``, trusted pickles)
-    run on their own framework: the reference edgeml checks against. ``source_options`` are those of
-    ``edgeml.convert`` (``inputs``, ``model_class``, ``trust_pickle``...).
+    run on their own framework: the reference edgeml checks against. ``source``: how to load a source file,
+    the options of ``edgeml.convert`` (``{"inputs": [...], "model_class": ..., "trust_pickle": ...}``), kept
+    apart from the runtime's own options (``device``, ``threads``).
     """
+    source_options = dict(source or {})
     from .. import backends
 
     backend = backends.backend_for(path)
@@ -35,9 +39,9 @@ def load(path: str | os.PathLike, device: str = "cpu", threads: int | None = Non
         return backend.runtime(path, device=device, threads=threads)
     from ..sources import load_source
 
-    source = load_source(path, **source_options)
-    if source.kind == "sklearn" and device != "cpu":
+    model = load_source(path, **source_options)
+    if model.kind == "sklearn" and device != "cpu":
         raise InputError(f"{path} runs on scikit-learn, which has no device {device!r}; convert it to ONNX for GPUs")
-    return source.reference(device=device, threads=threads)
+    return model.reference(device=device, threads=threads)
 
 __all__ = ["Runtime", "load"]
