@@ -164,7 +164,8 @@ def _source_options(command):
     """Options that say how to load a source model, shared by convert and bench."""
     options = [
         click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
-                     help="An input spec, once per input, e.g. x:1x3x224x224 or ids:1x128:int64."),
+                     help="An input spec, once per input, e.g. x:1x3x224x224 or ids:1x128:int64; a dynamic dim "
+                          "with a range: x:1..32x3x224x224 or x:batch=1..32x3x224x224 (MIN..OPT..MAX sets the opt)."),
         click.option("--sample", type=click.Path(dir_okay=False),
                      help="scikit-learn: a .csv/.npy of a few rows giving the columns."),
         click.option("--model-class", metavar="MODULE:CLASS", help="State dicts: the nn.Module class to load the weights into."),
@@ -200,8 +201,9 @@ CONVERT_SECTIONS = (
 @_source_options
 @click.option("--dynamic-batch", is_flag=True, help="Make the first dimension of every input symbolic.")
 @click.option("--data", help="Real inputs for the check: .npy, .npz, .csv, a folder of them or of images, file.py:function.")
-@click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE",
-              help="Size of a symbolic dim in generated check inputs, e.g. sequence=128 (repeatable).")
+@click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE|MIN..MAX",
+              help="Size of a symbolic dim in generated check inputs, e.g. sequence=128, or its range, recorded in "
+                   "the artifact, e.g. batch=1..32 (repeatable).")
 @click.option("--task", type=click.Choice(list(TASKS)),
               help="What the model does; Hugging Face folders: picks the head (default: from config.json). "
                    "Classifier tasks make the INT8 gate judge labels.")
@@ -489,7 +491,7 @@ def _render_bench(results) -> None:
 @click.argument("artifact", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect(artifact, as_json):
-    """Show an ONNX file's inputs, outputs, opsets, size, parameters, ops and precision."""
+    """Show an artifact's inputs, outputs, opsets, size, parameters, ops and precision (any format --to builds)."""
     from .backends import inspect as inspect_model
 
     info = inspect_model(artifact)

@@ -34,8 +34,8 @@ def sha256(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
         digest = hashlib.sha256()
-        for name, file in _folder_files(path):
-            digest.update(f"{name}\0{sha256(file)}\n".encode())
+        for name, entry in _folder_entries(path):
+            digest.update(f"{name}\0{'folder' if entry.is_dir() else sha256(entry)}\n".encode())
         return digest.hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -48,13 +48,13 @@ def size_of(path: str | os.PathLike) -> int:
     """Bytes of a file, or of all the files in a folder."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        return sum(file.stat().st_size for _, file in _folder_files(path))
+        return sum(entry.stat().st_size for _, entry in _folder_entries(path) if not entry.is_dir())
     return path.stat().st_size
 
 
-def _folder_files(folder: Path) -> list[tuple[str, Path]]:
-    """(relative posix path, file) for every file under ``folder``, sorted; a link or special file inside is
-    refused: what an artifact holds is its own bytes."""
+def _folder_entries(folder: Path) -> list[tuple[str, Path]]:
+    """(relative posix path, path) for every file and folder under ``folder``, sorted; a link or special file
+    inside is refused: what an artifact holds is its own bytes."""
     found = []
     for root, dirs, files in os.walk(folder):
         for name in dirs + files:
@@ -63,7 +63,7 @@ def _folder_files(folder: Path) -> list[tuple[str, Path]]:
             if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 raise InputError(f"{entry} is a {'link' if stat.S_ISLNK(mode) else kind_of(mode)} inside the artifact "
                                  f"folder {folder}; an artifact folder holds only files and folders")
-        found += [(Path(root, name).relative_to(folder).as_posix(), Path(root, name)) for name in files]
+            found.append((entry.relative_to(folder).as_posix(), entry))
     return sorted(found)
 
 
@@ -151,22 +151,41 @@ def temp_path(final: str | os.PathLike, folder: bool = False, final_folder: bool
 
 def publish(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` into place as ``final``, readable by others (mkstemp makes files private). A folder
-    replaces an old one in two renames (the old one aside under a temporary name, then the new one in), so
-    ``final`` is at every moment one whole version; a kill in between leaves the old one to the stale-temp
-    sweep and ``final`` missing, never mixed."""
+    that replaces an old one is swapped with it in one step where the OS can (Linux ``renameat2``
+    RENAME_EXCHANGE), so ``final`` is at every moment one whole version; elsewhere the old one goes aside
+    first, and ``final`` is missing for the moment between the two renames, never mixed."""
     folder = tmp.is_dir()
     check_target(final, folder)
     os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
     try:
         if folder and os.path.lexists(final):
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
+            if not _exchange(tmp, final):
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_HOST}.{os.getpid()}.", suffix=".tmp",
+                                            dir=final.parent))
+                os.replace(final, old)
+                os.replace(tmp, final)
+                tmp = old
+            _remove(tmp)  # the old version, now under the temporary name
         else:
             os.replace(tmp, final)
     except OSError as exc:
         raise InputError(f"cannot write {final} ({exc.strerror}); give another path") from exc
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where that is not available."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def remove_path(path: Path) -> None:

@@ -26,7 +26,8 @@ from .model_meta import TASKS, ModelMeta, input_meta
 from .sources import load_source
 from .sources.base import SourceModel
 from .spec import batched, fixed_batch
-from .validate import SKLEARN_ROW_ALLOWANCE, CheckResult, Tolerance, attention_mask_input, check_tolerances, compare
+from .validate import (SKLEARN_ROW_ALLOWANCE, TOLERANCES, CheckResult, Tolerance, attention_mask_input,
+                       check_tolerances, compare)
 
 #: Samples generated for the check when no --data is given.
 CHECK_SAMPLES = 16
@@ -135,6 +136,11 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
             check_target(final.with_suffix(backends.named(target).suffix), backends.named(target).folder)
     steps = Steps(optimize, fuse, check, opset, shapes)
     fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # every target starts from it
+    # What was converted from the old ONNX artifacts does not compute the new ones: gone before anything is
+    # built from them (a failed rebuild must not leave them listed as checked against the new file).
+    for entry in read_manifest(output_dir)["artifacts"]:
+        if entry.get("build", {}).get("built_from") in (fp32_final.name, int8_final.name):
+            remove_artifact(output_dir / entry["file"])
     artifacts = [fp32]
     if int8:
         # Built from the previous FP32 model, the old INT8 file must not outlive a failed rebuild.
@@ -186,7 +192,8 @@ def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, 
         report = build_int8(start, built, specs, options, say, tokenizer, unfused=fallback)
         # The INT8 model reads the FP32 one's tokenizer (its metadata is copied): listed with it, not copied again.
         companions = {name: fp32.path.parent / name for name in fp32.record.get("companions", ())}
-        record = {"quantization": report, **({"parent_unverified": True} if fp32.check is None else {})}
+        record = {"quantization": report, **({"companions": sorted(companions)} if companions else {}),
+                  **({"parent_unverified": True} if fp32.check is None else {})}
         return Built(built, record, companions)
 
     return _produce(final, "onnx", source, build)
@@ -210,9 +217,11 @@ def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, da
         return Built(current, {"built_from": parent.path.name, "conversion": conversion}, companions)
 
     def check(built: Built) -> CheckResult:
-        with backends.named(parent.target).runtime(parent.path) as reference:
+        edges = backends.path_to(target, parent.target)
+        opener = (len(edges) == 1 and edges[0].reference) or backends.named(parent.target).runtime
+        with opener(parent.path) as reference:
             return _check(source, built.path, built.record, data, None, None, steps.shapes, say, reference=reference,
-                          runtime=backend.runtime)
+                          runtime=backend.runtime, precision=parent.precision)
 
     return _produce(final, target, source, build, check if steps.check else None,
                     failing=f" against {parent.path.name}")
@@ -318,15 +327,15 @@ def _install(artifact: Artifact, built: Path, source: SourceModel, companions: M
 
 
 def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, shapes, say, reference=None,
-           runtime=None) -> CheckResult:
+           runtime=None, precision: str = "fp32") -> CheckResult:
     """``artifact`` (opened with ``runtime``, default onnxruntime) against ``reference`` (default the source
-    model) on the check's inputs."""
+    model) on the check's inputs, with ``precision``'s default tolerances."""
     from .runtimes.onnxrt import OnnxRuntime
 
     try:
         candidate = (runtime or OnnxRuntime)(artifact)
     except InputError as exc:
-        made_by = record.get("exporter") or record["conversion"][-1]["converter"]
+        made_by = record.get("exporter") or (record.get("conversion") or [{}])[-1].get("converter", "the converter")
         raise ExportError(
             f"the runtime cannot load what {made_by} produced ({first_line(exc.__cause__ or exc)}); "
             "the model uses something the converter or the runtime does not support"
@@ -344,7 +353,8 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
     check_tolerances(atol, rtol, candidate.output_names)  # a wrong output name is the user's, not the inputs'
     with candidate:
         try:
-            result = compare(reference or source.reference(), candidate, feeds, atol=atol, rtol=rtol, row_allowance=allowance,
+            result = compare(reference or source.reference(), candidate, feeds, precision=precision if precision in TOLERANCES else "fp32",
+                             atol=atol, rtol=rtol, row_allowance=allowance,
                              inputs_from=origin, mask_input=mask, classifier=meta.is_classifier if meta.task else None)
         except InputError as exc:
             if not origin.startswith("generated"):

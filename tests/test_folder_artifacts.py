@@ -96,7 +96,7 @@ def test_a_rebuild_replaces_the_whole_folder(copy):
     assert edgeml.verify(tmp_path).ok
 
 
-@pytest.mark.parametrize("change", ["byte", "new file", "renamed file", "link"])
+@pytest.mark.parametrize("change", ["byte", "new file", "renamed file", "empty folder", "link"])
 def test_any_change_inside_the_folder_fails_verify(copy, change):
     tmp_path = copy
     assert edgeml.verify(tmp_path).ok  # the copy is as listed
@@ -108,6 +108,8 @@ def test_any_change_inside_the_folder_fails_verify(copy, change):
         (package / "Data" / "extra.txt").write_text("x")
     elif change == "renamed file":
         (package / "Manifest.json").rename(package / "Manifest2.json")
+    elif change == "empty folder":
+        (package / "Weights").mkdir()
     else:
         (package / "Data" / "link").symlink_to(tmp_path / "model.onnx")
     problems = edgeml.verify(tmp_path).problems

@@ -81,11 +81,28 @@ def test_the_backend_table_plans_and_refuses_by_name(tmp_path):
     assert list(tmp_path.iterdir()) == []  # refused before anything is exported
 
 
-def test_a_file_that_is_not_ort_is_refused_by_inspect(tmp_path):
-    fake = tmp_path / "fake.ort"
+def test_a_missing_foreign_or_damaged_ort_file_is_a_clean_error(built, tmp_path):
+    fake, damaged = tmp_path / "fake.ort", tmp_path / "damaged.ort"
     fake.write_bytes(b"\x00" * 64)
-    code = CliRunner().invoke(main, ["inspect", str(fake)])
-    assert code.exit_code == 2 and "is not an ORT format file" in code.output
+    data = (built[1] / "model.ort").read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    for path, message in ((fake, "is not an ort format file"), (damaged, "cannot load"),
+                          (tmp_path / "missing.ort", "no such file")):
+        result = CliRunner().invoke(main, ["inspect", str(path)])
+        assert result.exit_code == 2 and message in result.output.lower(), result.output
+
+
+def test_what_was_converted_from_an_old_onnx_goes_with_it(built, tmp_path):
+    """Rebuilding the ONNX artifact without --to ort removes the old .ort, which computes the old model."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(built[1], out)
+    edgeml.convert(_Net().eval(), "onnx", out, inputs=["x:batchx8"])
+    entries = [e["file"] for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]]
+    assert "model.ort" not in entries and not (out / "model.ort").exists()
+    assert "model.int8.ort" not in entries  # converted from the INT8 file, itself judged against the old FP32
+    assert edgeml.verify(out).ok
 
 
 def test_load_keeps_source_options_apart_from_the_runtime(built, tmp_path):

@@ -13,16 +13,18 @@ import edgeml
 from edgeml.latency.stats import nearest_rank, summarize
 from edgeml.spec import TensorSpec, parse_spec
 
-HEAVY = ("torch", "coremltools", "tensorrt", "sklearn", "skl2onnx", "onnxslim", "pandas")
+HEAVY = ("torch", "coremltools", "tensorrt", "sklearn", "skl2onnx", "onnxslim", "pandas", "onnx", "onnxruntime.tools",
+         "onnxruntime.quantization")
 
 
 def test_import_load_and_run_leave_heavy_frameworks_out(mlp, tmp_path):
-    onnx_path = edgeml.convert(mlp, "onnx", tmp_path, inputs=["x:1x64"]).onnx
+    onnx_path = edgeml.convert(mlp, "onnx,ort", tmp_path, inputs=["x:1x64"]).onnx
     script = f"""
 import sys, json, numpy as np
 import edgeml
-model = edgeml.load({str(onnx_path)!r})
-model(np.zeros((1, 64), np.float32))
+for path in ({str(onnx_path)!r}, {str(onnx_path.with_suffix(".ort"))!r}):
+    model = edgeml.load(path)
+    model(np.zeros((1, 64), np.float32))
 print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout

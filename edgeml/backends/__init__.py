@@ -18,7 +18,7 @@ class Backend:
     """An artifact format: ``suffix`` names its files (or folders, with ``folder``); ``runtime(path, device,
     threads)`` opens one behind the Runtime contract; ``inspect(path)`` describes one as ``edgeml inspect``
     prints it, and is how ``edgeml verify`` proves that one loads (an InputError when not); ``tools`` are the
-    packages whose versions manifests record; ``extra`` is the pip extra that brings them."""
+    packages whose versions manifests and bench fingerprints record."""
 
     name: str
     suffix: str
@@ -26,19 +26,21 @@ class Backend:
     runtime: Callable
     inspect: Callable
     tools: tuple[str, ...] = ()
-    extra: str | None = None
     folder: bool = False
 
 
 @dataclass(frozen=True)
 class Edge:
     """A converter from one format to another: ``build(source_artifact, output_path)`` writes the output and
-    returns the record of how (tool, version, options) that goes into the manifest."""
+    returns the record of how that goes into the manifest (``converter``: the tool, required; its version and
+    options). ``reference(source_artifact)``: the source opened so that it computes as the output must (the
+    same graph optimizations), which the output is checked against; default its backend's runtime."""
 
     source: str
     target: str
     build: Callable[[Path, Path], dict]
     description: str = ""
+    reference: Callable | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -67,16 +69,20 @@ def backend_for(path: str | Path) -> Backend | None:
 def inspect(path: str | Path) -> dict:
     """A summary of an artifact (``inspection.summary``), by the backend its format belongs to; ``edgeml
     inspect`` prints it."""
+    from ..errors import no_such_file
+
     path = Path(path)
     backend = backend_for(path)
+    if not path.exists():
+        raise no_such_file(path)
     if path.is_dir() and not (backend and backend.folder):
         raise InputError(f"{path} is a folder; edgeml inspect reads one artifact (edgeml verify {path} checks a "
                          "folder against its manifest)")
-    if path.exists() and backend is None:
+    if backend is None:
         kinds = ", ".join(b.suffix for b in BACKENDS.values())
         raise InputError(f"edgeml inspect reads artifacts ({kinds}); {path} is not one (convert it first: "
                          f"edgeml convert {path})")
-    return (backend or named("onnx")).inspect(path)
+    return backend.inspect(path)
 
 
 def path_to(target: str, start: str = "onnx") -> list[Edge]:

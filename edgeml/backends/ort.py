@@ -5,6 +5,7 @@ optimized at the "all" level and saved, without the NCHWc layout transformer, wh
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,14 @@ def _runtime(path, device: str = "cpu", threads: int | None = None):
     from ..runtimes.onnxrt import OnnxRuntime
 
     return OnnxRuntime(path, device=device, threads=threads)
+
+
+def _reference(onnx_file: Path):
+    """The ONNX file as onnxruntime runs it with the optimizations the ORT file was saved with: a check
+    against the ONNX file's own session would see the NCHWc layout's float rounding flip dynamic INT8 steps."""
+    from ..runtimes.onnxrt import OnnxRuntime
+
+    return OnnxRuntime(onnx_file, disabled_optimizers=DISABLED)
 
 
 def _build(onnx_file: Path, out: Path) -> dict:
@@ -44,33 +53,37 @@ def _inspect(path) -> dict:
     onnxruntime session (inputs, outputs, metadata)."""
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
 
-    from ..errors import InputError
+    from ..errors import InputError, first_line
     from ..inspection import summary
     from ..onnx_graph import ELEMENT_TYPES
+    from ..readable import regular_file
 
-    path = Path(path)
+    path = regular_file(path, "ORT file")
     data = path.read_bytes()
     if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(data, 0):
         raise InputError(f"{path} is not an ORT format file; convert one with edgeml convert MODEL --to ort")
-    model = fbs.InferenceSession.InferenceSession.GetRootAs(data, 0).Model()
-    graph = model.Graph()
-    ops = Counter(graph.Nodes(i).OpType().decode() for i in range(graph.NodesLength()))
-    used = {graph.Nodes(i).Domain().decode() for i in range(graph.NodesLength())}
-    opsets = {(d.Domain().decode() or "ai.onnx"): d.Version() for d in map(model.OpsetImport, range(model.OpsetImportLength()))
-              if d.Domain().decode() in used}
-    weights: Counter = Counter()
-    for tensor in map(graph.Initializers, range(graph.InitializersLength())):
-        count = 1
-        for axis in range(tensor.DimsLength()):
-            count *= tensor.Dims(axis)
-        weights[ELEMENT_TYPES.get(tensor.DataType(), "other")] += count
-    with _runtime(path) as runtime:
+    with _runtime(path) as runtime:  # onnxruntime verifies the flatbuffer first: a damaged file is an InputError
         inputs, outputs, metadata = runtime.inputs, runtime.outputs, dict(runtime.metadata)
-    producer = f"{(model.ProducerName() or b'').decode()} {(model.ProducerVersion() or b'').decode()}".strip()
+    try:
+        model = fbs.InferenceSession.InferenceSession.GetRootAs(data, 0).Model()
+        graph = model.Graph()
+        ops = Counter(graph.Nodes(i).OpType().decode() for i in range(graph.NodesLength()))
+        used = {graph.Nodes(i).Domain().decode() for i in range(graph.NodesLength())}
+        opsets = {(d.Domain().decode() or "ai.onnx"): d.Version()
+                  for d in map(model.OpsetImport, range(model.OpsetImportLength())) if d.Domain().decode() in used}
+        weights: Counter = Counter()
+        for tensor in map(graph.Initializers, range(graph.InitializersLength())):
+            count = 1
+            for axis in range(tensor.DimsLength()):
+                count *= tensor.Dims(axis)
+            weights[ELEMENT_TYPES.get(tensor.DataType(), "other")] += count
+        producer = f"{(model.ProducerName() or b'').decode()} {(model.ProducerVersion() or b'').decode()}".strip()
+    except (struct.error, IndexError, TypeError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path} is a damaged ORT format file ({first_line(exc)}); convert it again") from exc
     return summary(path, inputs, outputs, ops, weights, ir_version=model.IrVersion(), opsets=opsets,
                    producer=producer, metadata=metadata)
 
 
 register(Backend("ort", ".ort", "onnxruntime's ORT format, for its minimal and mobile builds", _runtime, _inspect,
                  tools=("onnxruntime",)),
-         Edge("onnx", "ort", _build, "onnxruntime session saved in ORT format"))
+         Edge("onnx", "ort", _build, "onnxruntime session saved in ORT format", reference=_reference))

@@ -79,8 +79,10 @@ def check_providers(device: str, asked: list, used: list[str]) -> None:
 class OnnxRuntime(Runtime):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None):
-        """``path``: an ONNX file, or a serialized model in memory."""
+    def __init__(self, path: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None,
+                 disabled_optimizers: list[str] | None = None):
+        """``path``: an ONNX (or ORT format) file, or a serialized model in memory. ``disabled_optimizers``:
+        graph optimizers onnxruntime must not apply (to compute as a file saved without them does)."""
         import onnxruntime as ort
 
         if not isinstance(path, bytes):
@@ -90,7 +92,8 @@ class OnnxRuntime(Runtime):
         what = "the in-memory ONNX model" if isinstance(path, bytes) else path
         options, providers = session_options(threads), providers_for(device)
         try:
-            self._session = ort.InferenceSession(path, options, providers=providers)
+            self._session = ort.InferenceSession(path, options, providers=providers,
+                                                 disabled_optimizers=disabled_optimizers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             reason = first_line(exc)
             unsupported = "NOT_IMPLEMENTED" in reason or "not currently registered or supported" in reason
