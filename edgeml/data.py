@@ -5,6 +5,12 @@ token type ids, position ids, plain values) and the range of integer inputs come
 (``ModelMeta``), else from its input names and its graph (``model_meta.input_meta``). ``sizes`` (``--shape
 sequence=128``) set symbolic dims; ``describe_feeds`` records the shapes made and where they came from for
 every report.
+
+A symbolic dim may have a range (``--input x:1..32x4``, ``--shape sequence=8..128``; ``spec.DimRange``),
+declared on the source's specs and recorded in the artifact's metadata (``ModelMeta.dim_range``). No
+generated input leaves it: a ranged dim is generated at the range's opt (its max unless given as
+``MIN..OPT..MAX``), so the check proves the graph at the size it is built for; a batch or ``--shape`` size
+outside the range is refused (``check_sizes``, ``concrete_specs``).
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from .datafiles import array_shapes, check_sample, open_source, read_arrays
 from .errors import InputError, SpecError
 from .model_meta import ModelMeta, checked_meta, dtype_kind, infer_role
 from .readable import regular_file
-from .spec import (TensorSpec, batch_axes, batch_symbols, check_count, check_input_bytes, format_shape,
-                   spec_of_array)
+from .spec import (DimRange, TensorSpec, batch_axes, batch_symbols, check_count, check_input_bytes, format_shape,
+                   parse_range, spec_of_array, spec_ranges, with_ranges)
 
 DEFAULT_SEED = 0
 #: Size given to symbolic dims other than the batch (a sequence length, an image side) in generated data.
@@ -29,16 +35,28 @@ OTHER_DIM = 8
 #: [PAD], [CLS], [SEP], [MASK], [UNK] and unused slots (BERT's first real token is 999), so ids in
 #: [1000, vocab) are ordinary word pieces. Smaller vocabularies skip only id 0, the usual padding id.
 SPECIAL_IDS = 1000
-_SHAPE_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,12})")
-_SHAPE_HINT = "write NAME=SIZE, e.g. --shape sequence=128 (several: sequence=128,height=224)"
+_SHAPE_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,12}|[^=,]*\.\.[^=,]*)")
+_SHAPE_HINT = ("write NAME=SIZE, e.g. --shape sequence=128 (several: sequence=128,height=224), or at convert a "
+               "range NAME=MIN..MAX, e.g. --shape batch=1..32")
 
 
-def parse_shapes(value) -> dict[str, int]:
-    """Sizes of symbolic dims from ``"sequence=128"``, ``"sequence=128,batch=4"``, a list of such strings, or a
-    mapping; an InputError for anything else (a bad name, a size that is not a whole decimal number >= 1, a
-    name given twice with different sizes)."""
+class Shapes(dict):
+    """``--shape`` as parsed: {dim name: size} for the sizes given, and ``ranges`` {dim name: DimRange} for
+    the ranges given (``NAME=MIN..MAX``, which convert records in the artifact)."""
+
+    def __init__(self, sizes=(), ranges: Mapping[str, DimRange] | None = None):
+        super().__init__(sizes)
+        self.ranges = dict(ranges or {})
+
+
+def parse_shapes(value) -> Shapes:
+    """Sizes and ranges of symbolic dims from ``"sequence=128"``, ``"sequence=128,batch=1..32"``, a list of
+    such strings, or a mapping (values: sizes, ``"MIN..MAX"`` or DimRanges); an InputError for anything else
+    (a bad name, a size that is not a whole decimal number >= 1, a bad range, a name given twice)."""
     if value is None:
-        return {}
+        return Shapes()
+    if isinstance(value, Shapes):
+        return value
     if isinstance(value, Mapping):
         items = [(str(k), v) for k, v in value.items()]
     else:
@@ -52,21 +70,69 @@ def parse_shapes(value) -> dict[str, int]:
                 if not match:
                     raise InputError(f"bad --shape {part.strip()[:60]!r}: a symbolic dim's name, '=', and a whole "
                                      f"number of ASCII digits; {_SHAPE_HINT}")
-                items.append((match.group(1), int(match.group(2))))
-    sizes: dict[str, int] = {}
+                given = match.group(2)
+                items.append((match.group(1), given if ".." in given else int(given)))
+    shapes = Shapes()
     for name, size in items:
+        if isinstance(size, (str, DimRange)):
+            bounds = size if isinstance(size, DimRange) else parse_range(size, f"--shape {name}")
+            if shapes.ranges.get(name, bounds) != bounds or name in shapes:
+                raise InputError(f"--shape gives {name} twice; give each dim once")
+            shapes.ranges[name] = bounds
+            continue
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise InputError(f"--shape {name}={size!r}: a size is a whole number >= 1; {_SHAPE_HINT}")
-        if sizes.get(name, size) != size:
-            raise InputError(f"--shape gives {name} twice ({sizes[name]} and {size}); give each dim once")
-        sizes[name] = int(size)
-    return sizes
+        if shapes.get(name, size) != size or name in shapes.ranges:
+            raise InputError(f"--shape gives {name} twice; give each dim once")
+        shapes[name] = int(size)
+    return shapes
+
+
+def dim_ranges(specs: list[TensorSpec], meta: ModelMeta | None = None) -> dict[str, DimRange]:
+    """The ranges of the model's dims: those its metadata records (``ModelMeta.dim_range``), and those of its
+    specs (``--input x:1..32x4``)."""
+    return {**checked_meta(meta).ranges, **spec_ranges(specs)}
+
+
+def declare_ranges(specs: list[TensorSpec], meta: ModelMeta | None, ranges: Mapping[str, DimRange]):
+    """``(specs, meta)`` of a source with ``ranges`` (``--shape batch=1..32``) declared on its symbolic dims
+    and the ranges of its specs recorded in ``meta`` (which the artifact's metadata is written from). A range
+    for a dim no input has as a symbol (a fixed dim, a typo), or beyond the model's largest size, is refused."""
+    meta = meta or ModelMeta()
+    named = sorted({d for s in specs for d in s.shape if isinstance(d, str) and d != "?"})
+    for name, bounds in ranges.items():
+        if name not in named:
+            raise InputError(f"--shape {name}={bounds}: no input of the model has a symbolic dim named {name!r} "
+                             f"(its symbolic dims: {', '.join(named) or 'none: every dim is fixed'}); a fixed dim "
+                             "takes no range: export the model with that dim dynamic")
+        largest = meta.dim_max.get(name)
+        if largest is not None and bounds.max > largest:
+            raise InputError(f"--shape {name}={bounds} goes beyond the model's largest {name}, {largest}; "
+                             f"use a range up to {largest}")
+    specs = with_ranges(specs, ranges)
+    declared = spec_ranges(specs)
+    return specs, (meta.with_ranges(declared) if declared else meta)
+
+
+def largest_batch(specs: list[TensorSpec], meta: ModelMeta | None = None) -> int | None:
+    """The largest batch the model takes (the max of its batch dims' ranges or ``dim_max``); None if unbounded."""
+    meta = checked_meta(meta)
+    bounds = {**meta.dim_max, **{k: r.max for k, r in dim_ranges(specs, meta).items()}}
+    found = [bounds[s] for s in batch_symbols(specs) if s in bounds]
+    return min(found, default=None)
 
 
 def check_sizes(specs: list[TensorSpec], sizes: Mapping[str, int], meta: ModelMeta | None = None,
                 batch_fix: str | None = None) -> None:
-    """Refuse sizes for dims no input has, and sizes beyond the model's largest (``meta.dim_max``); with
-    ``batch_fix`` (how the batch is set instead), a size for the batch dim too."""
+    """Refuse sizes for dims no input has, and sizes outside the model's range or beyond its largest
+    (``meta.dim_max``); with ``batch_fix`` (how the batch is set instead), a size for the batch dim too. A
+    range (``Shapes.ranges``) passes only where it is the model's own (declared at convert): elsewhere a
+    range sets nothing."""
+    ranges = dim_ranges(specs, meta)
+    for name, bounds in getattr(sizes, "ranges", {}).items():
+        if ranges.get(name) != bounds:
+            raise InputError(f"--shape {name}={bounds} is a range, which only convert takes (it records it in the "
+                             f"artifact); give one size here, e.g. --shape {name}={bounds.opt}")
     if batch_fix is not None:
         batch = sorted(batch_symbols(specs) & set(sizes))
         if batch:
@@ -79,6 +145,9 @@ def check_sizes(specs: list[TensorSpec], sizes: Mapping[str, int], meta: ModelMe
                          f"(its symbolic dims: {have})")
     for name, size in sizes.items():
         largest = (meta.dim_max if meta else {}).get(name)
+        if name in ranges and not ranges[name].min <= size <= ranges[name].max:
+            raise InputError(f"--shape {name}={size} is outside the model's range for {name}, {ranges[name]}; "
+                             f"use a size in {ranges[name].min}..{ranges[name].max}")
         if largest is not None and size > largest:
             raise InputError(f"--shape {name}={size} is beyond the model's largest {name}, {largest}; "
                              f"use {name}={largest} or less")
@@ -88,11 +157,13 @@ def concrete_specs(specs: list[TensorSpec], batch: int = 1, other: int = OTHER_D
                    sizes: Mapping[str, int] | None = None, meta: ModelMeta | None = None) -> list[TensorSpec]:
     """``specs`` with every symbolic dim made a size: a dim named in ``sizes`` gets that size (on any axis,
     the first too: ``sizes`` wins over ``batch``), another first axis (and its symbol elsewhere) gets
-    ``batch``, any other ``other``, at most the model's largest (``meta.dim_max``). A ``batch`` above a
-    named first axis's largest is refused; so are unknown names and sizes beyond the largest (``check_sizes``)."""
+    ``batch``, a dim with a range (``dim_ranges``) its opt, any other ``other``, at most the model's largest
+    (``meta.dim_max``). A ``batch`` outside a named first axis's range or above its largest is refused; so are
+    unknown names and sizes outside the range or beyond the largest (``check_sizes``)."""
     batch, other = check_count(batch, "batch"), check_count(other, "size of a symbolic dim")
-    sizes, meta = dict(sizes or {}), checked_meta(meta)
-    check_sizes(specs, sizes, meta)
+    meta = checked_meta(meta)
+    check_sizes(specs, sizes or {}, meta)
+    sizes, ranges = dict(sizes or {}), dim_ranges(specs, meta)
     largest = meta.dim_max if meta else {}
     batch_dims = batch_symbols(specs)
 
@@ -102,10 +173,15 @@ def concrete_specs(specs: list[TensorSpec], batch: int = 1, other: int = OTHER_D
         if dim in sizes:
             return sizes[dim]
         if axis == 0 or dim in batch_dims:
+            if dim in ranges and not ranges[dim].min <= batch <= ranges[dim].max:
+                raise InputError(f"batch {batch} is outside the model's range for {dim}, {ranges[dim]}; "
+                                 f"use a batch in {ranges[dim].min}..{ranges[dim].max}")
             if batch > largest.get(dim, batch):
                 raise InputError(f"batch {batch} is beyond the model's largest {dim}, {largest[dim]}; "
                                  f"use a batch of {largest[dim]} or less")
             return batch
+        if dim in ranges:
+            return ranges[dim].opt
         return min(other, largest.get(dim, other))
 
     return [TensorSpec(s.name, tuple(size(d, i) for i, d in enumerate(s.shape)), s.dtype) for s in specs]

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from .files import size_of
+from .model_meta import ModelMeta, ranged_specs
 from .spec import TensorSpec
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
@@ -33,7 +34,7 @@ def summary(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec], ops
     return {
         "file": str(path),
         "size_bytes": size_of(path),
-        "inputs": [s.to_dict() for s in inputs],
+        "inputs": [s.to_dict() for s in ranged_specs(inputs, ModelMeta.from_props(metadata))],
         "outputs": [s.to_dict() for s in outputs],
         "ir_version": ir_version,
         "opsets": opsets,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .onnx_graph import graph_input_specs, index_table_rows, read_onnx, set_metadata
-from .spec import NUMPY_DTYPES, TensorSpec
+from .spec import NUMPY_DTYPES, DimRange, TensorSpec, with_ranges
 
 #: Tasks whose outputs are class scores: only these are judged on labels by the INT8 gate.
 CLASSIFIER_TASKS = ("text-classification", "token-classification", "classification")
@@ -41,6 +41,20 @@ class ModelMeta:
     roles: dict[str, str] = field(default_factory=dict)  # input name -> one of ROLES
     vocab: dict[str, int] = field(default_factory=dict)  # integer input name -> values are in [0, vocab)
     dim_max: dict[str, int] = field(default_factory=dict)  # symbolic dim name -> largest size the model takes
+    #: symbolic dim name -> [min, opt, max] declared at convert (``--input x:1..32x4``, ``--shape seq=8..128``):
+    #: what TensorRT profiles and CoreML RangeDim are built for; its max is in ``dim_max`` too.
+    dim_range: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def ranges(self) -> dict[str, DimRange]:
+        """``dim_range`` as DimRanges, the well-formed entries only (a crafted file's may hold anything)."""
+        return {k: DimRange(*v) for k, v in self.dim_range.items()
+                if isinstance(v, list) and len(v) == 3 and all(_count(x) for x in v) and v[0] <= v[1] <= v[2]}
+
+    def with_ranges(self, ranges: dict[str, DimRange]) -> "ModelMeta":
+        """A copy that records ``ranges`` (in ``dim_range``, their max in ``dim_max``)."""
+        return replace(self, dim_range={**self.dim_range, **{k: list(v) for k, v in ranges.items()}},
+                       dim_max={**self.dim_max, **{k: v.max for k, v in ranges.items()}})
 
     @property
     def is_classifier(self) -> bool:
@@ -136,17 +150,24 @@ def checked_meta(meta: ModelMeta | None) -> ModelMeta:
     """``meta`` with only well-formed entries (a foreign or crafted file's metadata may hold anything): known
     roles, sizes that are whole numbers >= 1, labels that are text."""
     meta = meta or ModelMeta()
-
-    def count(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
     labels = meta.labels if isinstance(meta.labels, list) and all(isinstance(x, str) for x in meta.labels) else None
     return ModelMeta(task=meta.task if isinstance(meta.task, str) else None, labels=labels,
                      tokenizer=meta.tokenizer if isinstance(meta.tokenizer, str) else None,
-                     max_length=meta.max_length if count(meta.max_length) else None,
+                     max_length=meta.max_length if _count(meta.max_length) else None,
                      roles={k: v for k, v in meta.roles.items() if v in ROLES},
-                     vocab={k: v for k, v in meta.vocab.items() if count(v)},
-                     dim_max={k: v for k, v in meta.dim_max.items() if count(v)})
+                     vocab={k: v for k, v in meta.vocab.items() if _count(v)},
+                     dim_max={k: v for k, v in meta.dim_max.items() if _count(v)},
+                     dim_range={k: list(v) for k, v in meta.ranges.items()})
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def ranged_specs(specs, meta: ModelMeta | None) -> list[TensorSpec]:
+    """``specs`` (an artifact's inputs, read from its graph, where dims have no range) with the ranges its
+    metadata records: what a TensorRT or CoreML target builds for, and what inspect shows."""
+    return with_ranges(specs, checked_meta(meta).ranges)
 
 
 def dtype_kind(spec: TensorSpec) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import (check_sizes, describe_feeds, generated_failure, generated_origin, parse_shapes,
+from .data import (check_sizes, declare_ranges, describe_feeds, generated_failure, generated_origin, parse_shapes,
                    random_feeds, read_feeds)
 from .datafiles import is_text_file
 from . import backends
@@ -118,6 +118,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
         source.meta = ModelMeta(task=task)
     elif task is not None:
         source.meta.task = task
+    source.inputs, source.meta = declare_ranges(source.inputs, source.meta, shapes.ranges)
     check_sizes(source.inputs, shapes, source.meta,
                 batch_fix=f"the check runs {CHECK_SAMPLES} generated samples, or the rows of --data")
     if int8 and source.kind == "sklearn":

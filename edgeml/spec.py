@@ -3,16 +3,21 @@ one place that says how many bytes arrays of a spec take (checked before anythin
 
 Symbolic dimensions (a dynamic batch, a variable sequence length) are kept as their names, so that a
 spec read from an ONNX file, from a torch export or from the command line means the same everywhere.
-Shapes are shown one way everywhere: ``batch×3×224×224`` (``scalar`` for rank 0), specs as
-``x:batch×3×224×224:float32``; the parser takes ``×``, ``x`` or ``,`` between dims.
+A symbolic dim may have a range (``DimRange``: min, opt, max), which TensorRT profiles and CoreML
+``RangeDim`` need: it lives beside the shape in ``TensorSpec.ranges`` (dim name -> range), so ``shape``
+stays ints and names for every user of it. Shapes are shown one way everywhere: ``batch×3×224×224``
+(``scalar`` for rank 0), with ranges ``batch(1..32)×3×224×224`` (``batch(1..8..32)`` when opt is not the
+max), specs as ``x:batch×3×224×224:float32``; the parser takes ``×``, ``x`` or ``,`` between dims, and a
+range as ``1..32`` (named ``batch`` on axis 0, ``<input>_dim<axis>`` elsewhere), ``batch=1..32`` or
+``batch(1..32)``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -45,11 +50,48 @@ _SYMBOL = re.compile(r"\?|[A-Za-z_][A-Za-z0-9_]*")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²' and '٢٠'
 _BYTES = re.compile(r"([0-9]+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _HINT = "write it as NAME:DIMS[:DTYPE], e.g. x:1x3x224x224 or ids:batchx128:int64"
+#: A ranged dim: ``1..32``, ``batch=1..32``, ``batch(1..32)``, with an opt: ``1..8..32``.
+_RANGED = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([^=()]*\.\.[^=()]*)|([A-Za-z_][A-Za-z0-9_]*)\(([^=()]*\.\.[^=()]*)\)")
+RANGE_HINT = "write MIN..MAX or MIN..OPT..MAX with whole numbers 1 <= MIN <= OPT <= MAX and MIN < MAX, e.g. 1..32"
 
 
-def format_shape(shape: Sequence) -> str:
-    """``batch×3×224×224``; ``scalar`` for rank 0. For specs and arrays alike, in every message."""
-    return SHAPE_SEPARATOR.join(map(str, shape)) if len(shape) else "scalar"
+class DimRange(NamedTuple):
+    """The sizes a symbolic dim takes: ``min..max``, and ``opt``, the size it is built and checked for
+    (TensorRT's optimization profile, CoreML's default; generated inputs use it). ``opt`` is ``max`` unless
+    given as ``min..opt..max``."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __str__(self) -> str:
+        return f"{self.min}..{self.max}" if self.opt == self.max else f"{self.min}..{self.opt}..{self.max}"
+
+
+def parse_range(text: str, what: str) -> DimRange:
+    """``MIN..MAX`` or ``MIN..OPT..MAX`` as a DimRange; a SpecError naming ``what`` (the dim) and the fix."""
+    parts = [p.strip() for p in str(text).split("..")]
+    if len(parts) not in (2, 3) or not all(_DIGITS.fullmatch(p) and len(p) <= 12 for p in parts):
+        raise SpecError(f"bad range {_short(str(text))} for {what}: {RANGE_HINT}")
+    low, *opt, high = (int(p) for p in parts)
+    opt = opt[0] if opt else high
+    if low < 1:
+        raise SpecError(f"range {text} for {what} starts at {low}: sizes start at 1; write {max(low, 1)}..{high}")
+    if low > high:
+        raise SpecError(f"range {text} for {what} has its minimum above its maximum; write {high}..{low}")
+    if low == high:
+        raise SpecError(f"range {text} for {what} holds one size: write the size {low} itself, or a range MIN < MAX")
+    if not low <= opt <= high:
+        raise SpecError(f"range {text} for {what}: its opt {opt} is outside {low}..{high}; {RANGE_HINT}")
+    return DimRange(low, opt, high)
+
+
+def format_shape(shape: Sequence, ranges: Mapping[str, DimRange] | None = None) -> str:
+    """``batch×3×224×224``, ``batch(1..32)×3×224×224`` with ``ranges``; ``scalar`` for rank 0. For specs and
+    arrays alike, in every message."""
+    ranges = ranges or {}
+    dims = (f"{d}({ranges[d]})" if isinstance(d, str) and d in ranges else str(d) for d in shape)
+    return SHAPE_SEPARATOR.join(dims) if len(shape) else "scalar"
 
 
 def format_bytes(n: float) -> str:
@@ -66,6 +108,8 @@ class TensorSpec:
     name: str
     shape: tuple[Dim, ...]
     dtype: str = "float32"
+    #: symbolic dim name -> its range, for the names in ``shape`` that have one.
+    ranges: Mapping[str, DimRange] = field(default_factory=dict, hash=False)
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -85,7 +129,12 @@ class TensorSpec:
         """The same spec with its first dimension replaced (a number, or a symbol for a dynamic batch)."""
         if not self.shape:
             return self
-        return TensorSpec(self.name, (batch, *self.shape[1:]), self.dtype)
+        return self.reshaped((batch, *self.shape[1:]))
+
+    def reshaped(self, shape: Sequence[Dim]) -> "TensorSpec":
+        """The same input with another shape, keeping the ranges of the dims still named in it."""
+        shape = tuple(shape)
+        return TensorSpec(self.name, shape, self.dtype, {k: v for k, v in self.ranges.items() if k in shape})
 
     def concrete_shape(self, batch: int = 1, other: int = 1, batch_dims=()) -> tuple[int, ...]:
         """A shape to make data for: symbolic dims become ``batch`` (the first axis, and dims named in
@@ -95,17 +144,21 @@ class TensorSpec:
         )
 
     def __str__(self) -> str:
-        return f"{self.name}:{format_shape(self.shape)}:{self.dtype}"
+        return f"{self.name}:{format_shape(self.shape, self.ranges)}:{self.dtype}"
 
     def __repr__(self) -> str:
         return f"<TensorSpec {self}>"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        """JSON-safe (manifests, inspect): ``ranges`` as {dim: [min, opt, max]}, only when there are some."""
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.ranges:
+            d["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorSpec":
-        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+        return cls(d["name"], tuple(d["shape"]), d["dtype"], {k: DimRange(*v) for k, v in d.get("ranges", {}).items()})
 
 
 def normalize_dtype(name: str, context: str = "") -> str:
@@ -134,10 +187,22 @@ def parse_spec(text: str) -> TensorSpec:
         raise SpecError(f"bad input name {_short(name)} in input spec {_short(text)}: a name starts with a letter or _ "
                         f"and holds letters, digits, _ . - /; {_HINT}")
     dtype = normalize_dtype(parts[2], f" in input spec {_short(text)}") if len(parts) == 3 else "float32"
-    shape = () if dims_text == "scalar" else tuple(_parse_dim(d.strip(" "), text) for d in _split_dims(dims_text))
-    if len(shape) > MAX_RANK:
-        raise SpecError(f"input spec {_short(text)} has {len(shape)} dims, more than the {MAX_RANK} edgeml takes; check the spec")
-    spec = TensorSpec(name, shape, dtype)
+    dims = [] if dims_text == "scalar" else [d.strip(" ") for d in _split_dims(dims_text)]
+    if len(dims) > MAX_RANK:
+        raise SpecError(f"input spec {_short(text)} has {len(dims)} dims, more than the {MAX_RANK} edgeml takes; check the spec")
+    shape, ranges = [], {}
+    for axis, dim in enumerate(dims):
+        ranged = _RANGED.fullmatch(dim)
+        if ranged:
+            symbol = ranged.group(1) or ranged.group(3) or ("batch" if axis == 0 else f"{_symbol_of(name)}_dim{axis}")
+            found = parse_range(ranged.group(2) or ranged.group(4), f"dim {symbol} (axis {axis}) of input {name!r}")
+            if ranges.get(symbol, found) != found:
+                raise SpecError(f"dim {symbol} of input {name!r} has two ranges, {ranges[symbol]} and {found}; give one")
+            shape.append(symbol)
+            ranges[symbol] = found
+        else:
+            shape.append(_parse_dim(dim, text))
+    spec = TensorSpec(name, tuple(shape), dtype, ranges)
     check_input_bytes([spec], what=f"input spec {_short(text)}")
     return spec
 
@@ -146,6 +211,12 @@ def _split_dims(dims_text: str) -> list[str]:
     # With '×' present it is the only separator, so symbols may hold an 'x' (x:max_len×8 reads back; a
     # lone x:max_len cannot: without a '×' every 'x' separates, as in x:batchx128).
     return dims_text.split(SHAPE_SEPARATOR) if SHAPE_SEPARATOR in dims_text else re.split(r"[x,]", dims_text)
+
+
+def _symbol_of(name: str) -> str:
+    """An input name made a dim name (letters, digits, _), for the dims of an unnamed range."""
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return cleaned if not cleaned[0].isdigit() else f"_{cleaned}"
 
 
 def _parse_dim(dim: str, text: str) -> Dim:
@@ -173,7 +244,28 @@ def parse_specs(texts) -> list[TensorSpec]:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise SpecError(f"input {sorted(duplicates)[0]!r} is given twice; give each input once")
-    return specs
+    return with_ranges(specs, {})
+
+
+def spec_ranges(specs: Iterable[TensorSpec]) -> dict[str, DimRange]:
+    """The ranges of the specs' dims, each dim name once: a name is one dim of the model, so two inputs that
+    give it different ranges are refused."""
+    found: dict[str, tuple[DimRange, str]] = {}
+    for spec in specs:
+        for dim, bounds in spec.ranges.items():
+            other = found.setdefault(dim, (bounds, spec.name))
+            if other[0] != bounds:
+                raise SpecError(f"dim {dim} has range {other[0]} in input {other[1]!r} and {bounds} in input "
+                                f"{spec.name!r}; a dim name is one dim of the model: give it one range")
+    return {dim: bounds for dim, (bounds, _) in found.items()}
+
+
+def with_ranges(specs: Iterable[TensorSpec], ranges: Mapping[str, DimRange]) -> list[TensorSpec]:
+    """``specs`` with ``ranges`` added to theirs, every input with a dim of a ranged name carrying its range."""
+    specs = list(specs)
+    merged = {**spec_ranges(specs), **ranges}
+    return [TensorSpec(s.name, s.shape, s.dtype, {d: merged[d] for d in s.shape if isinstance(d, str) and d in merged})
+            for s in specs]
 
 
 def dynamic_batch(specs: list[TensorSpec], symbol: str = "batch") -> list[TensorSpec]:
@@ -238,8 +330,8 @@ def batched(specs: Iterable[TensorSpec], batch: int) -> list[TensorSpec]:
     if fixed_batch(specs) is not None:
         return [s.with_batch(batch) for s in specs]
     symbols = batch_symbols(specs)
-    return [TensorSpec(s.name, tuple(batch if isinstance(d, str) and (i == 0 or d in symbols) else d
-                                     for i, d in enumerate(s.shape)), s.dtype) for s in specs]
+    return [s.reshaped(batch if isinstance(d, str) and (i == 0 or d in symbols) else d for i, d in enumerate(s.shape))
+            for s in specs]
 
 
 def input_bytes(specs: Iterable[TensorSpec], batch: int = 1, other: int = 1) -> int:

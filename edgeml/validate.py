@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from .data import sample_count, select_rows
+from .data import largest_batch, sample_count, select_rows
 from .errors import InputError
 from .spec import fixed_batch
 
@@ -124,14 +124,16 @@ def tolerance_for(value: Tolerance, names: Sequence[str], default: float) -> flo
 
 
 def run_all(runtime: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run every sample, in chunks when the model's batch dimension is fixed (e.g. exported for batch 1).
+    """Run every sample, in chunks when the model's batch dimension is fixed (e.g. exported for batch 1) or
+    bounded by a recorded range (``batch(1..8)``: never more than 8 a call).
 
     The last chunk is filled up with the first samples again and their outputs dropped, so that every
     sample is run exactly once in the result whatever the fixed batch."""
     specs = getattr(runtime, "inputs", None)
     total = sample_count(feeds, specs)
     first = fixed_batch(specs) if specs is not None else None
-    step = first if isinstance(first, int) else total
+    largest = largest_batch(specs, getattr(runtime, "meta", None)) if specs is not None and first is None else None
+    step = first if isinstance(first, int) else min(total, largest or total)
     if step == total or total == 0:
         return dict(runtime.run(dict(feeds)))
     chunks = []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 
-from ..data import random_feeds
+from ..data import dim_ranges, random_feeds
 from ..errors import ExportError, SpecError, first_line, require
 from ..quiet import quiet
 from ..runtimes.pytorch import output_names_for
 from ..sources.base import SourceModel
 from ..sources.torch_source import program_input_specs
+from ..spec import batch_symbols
 
 #: Opset for the TorchScript fallback (the dynamo exporter picks its own).
 FALLBACK_OPSET = 18
@@ -25,9 +26,13 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
             f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
             "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
         )
-    # Symbolic dims get example sizes of 2 and 3: torch.export specializes sizes 0 and 1. Token inputs get ids
-    # the model's vocabulary holds and masks of ones (a model may branch on an all-zero row).
-    feeds = random_feeds(source.inputs, batch=2, other=3, meta=source.meta)
+    # Symbolic dims get example sizes of 2 and 3 (torch.export specializes sizes 0 and 1), moved into their
+    # range. Token inputs get ids the model's vocabulary holds and masks of ones (a model may branch on an
+    # all-zero row).
+    ranges = dim_ranges(source.inputs, source.meta)
+    named, batches = {d for s in source.inputs for d in s.shape}, batch_symbols(source.inputs)
+    example = {name: min(max(2 if name in batches else 3, r.min), r.max) for name, r in ranges.items() if name in named}
+    feeds = random_feeds(source.inputs, batch=2, other=3, meta=source.meta, sizes=example)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
     runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
     try:
@@ -41,9 +46,9 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     input_names = [s.name for s in source.inputs]
     symbols = [{axis: dim for axis, dim in enumerate(s.shape) if isinstance(dim, str)} for s in source.inputs]
     record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
-    dim_max = source.meta.dim_max if source.meta else {}
+    bounds = {**(source.meta.dim_max if source.meta else {}), **{k: (r.min, r.max) for k, r in ranges.items()}}
     try:
-        proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, dim_max)
+        proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, bounds)
         if opset is not None and _default_opset(proto) != opset:
             raise ExportError(f"the dynamo exporter wrote opset {_default_opset(proto)}, not the {opset} asked for")
     except Exception as dynamo_exc:  # noqa: BLE001 - any exporter failure leads to the fallback
@@ -73,16 +78,19 @@ def _fixes_a_symbolic_dim(program, specs) -> bool:
                for f, s in zip(found, specs) for have, want in zip(f.shape, s.shape))
 
 
-def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, dim_max):
-    """``dim_max``: the largest size of a symbolic dim (a sequence bounded by the model's position table)."""
+def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, bounds):
+    """``bounds``: a symbolic dim's (min, max) range, or its largest size (a sequence bounded by the model's
+    position table); torch.export then proves the graph for those sizes and its program refuses others."""
     dynamic_shapes = None
     if any(symbols) and not isinstance(model, torch.export.ExportedProgram):
         dims = {}
-        dynamic_shapes = tuple(
-            {axis: dims.setdefault(name, torch.export.Dim(_dim_name(name), min=1, max=dim_max.get(name)))
-             for axis, name in s.items()} or None
-            for s in symbols
-        )
+
+        def dim(name):
+            low, high = bounds[name] if isinstance(bounds.get(name), tuple) else (1, bounds.get(name))
+            return torch.export.Dim(_dim_name(name), min=low, max=high)
+
+        dynamic_shapes = tuple({axis: dims.setdefault(name, dim(name)) for axis, name in s.items()} or None
+                               for s in symbols)
     with quiet():
         program = torch.onnx.export(
             model, args, dynamo=True, input_names=input_names, output_names=output_names,

@@ -13,7 +13,8 @@ from typing import Any
 from ..errors import InputError, SpecError, UnsafeFormatError, first_line, require
 from ..files import sha256
 from ..quiet import quiet
-from ..spec import TensorSpec, dynamic_batch as with_dynamic_batch, normalize_dtype
+from ..model_meta import ModelMeta
+from ..spec import DimRange, TensorSpec, dynamic_batch as with_dynamic_batch, normalize_dtype, spec_ranges
 from ..usercode import cwd_importable
 from .base import SourceModel
 from .pickle_source import refuse_pickle
@@ -235,23 +236,41 @@ def from_torch_object(model: Any, specs, dynamic_batch: bool, path: Path | None 
         fmt = fmt or ("TorchScript" if isinstance(model, torch.jit.ScriptModule) else "nn.Module")
     if dynamic_batch:
         specs = with_dynamic_batch(specs)
-    return SourceModel("torch", model, list(specs), fmt, path=str(path) if path else None, sha256=sha, notes=notes)
+    ranges = spec_ranges(specs)  # recorded in the artifact's metadata, read by the export and the targets
+    return SourceModel("torch", model, list(specs), fmt, path=str(path) if path else None, sha256=sha, notes=notes,
+                       meta=ModelMeta().with_ranges(ranges) if ranges else None)
 
 
 def program_input_specs(program) -> list[TensorSpec]:
-    """Input specs of an ExportedProgram, symbolic dims (``s0``) kept as names (the first one as ``batch``)."""
+    """Input specs of an ExportedProgram, symbolic dims (``s0``) kept as names (the first one as ``batch``),
+    with the range the program was exported for where it is finite (``Dim(name, min=, max=)``)."""
     user_inputs = set(program.graph_signature.user_inputs)
+    bounds = {str(symbol): _finite_range(r.lower, r.upper) for symbol, r in program.range_constraints.items()}
     specs = []
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in user_inputs:
             value = node.meta.get("val")
             if value is None or not hasattr(value, "shape"):
                 raise SpecError(f"input {node.name!r} of the ExportedProgram is not a tensor; edgeml exports tensor inputs only")
-            shape = tuple(
-                int(d) if isinstance(d, int) else ("batch" if i == 0 else str(d)) for i, d in enumerate(value.shape)
-            )
-            specs.append(TensorSpec(node.name, shape, normalize_dtype(str(value.dtype).replace("torch.", ""))))
+            shape, ranges = [], {}
+            for i, d in enumerate(value.shape):
+                if isinstance(d, int):
+                    shape.append(int(d))
+                    continue
+                shape.append("batch" if i == 0 else str(d))
+                if bounds.get(str(d)):
+                    ranges[shape[-1]] = bounds[str(d)]
+            specs.append(TensorSpec(node.name, tuple(shape), normalize_dtype(str(value.dtype).replace("torch.", "")), ranges))
     return specs
+
+
+def _finite_range(lower, upper) -> DimRange | None:
+    """A program's range constraint as a DimRange; None when unbounded (torch's ``int_oo``) or not a range."""
+    try:
+        low, high = max(int(lower), 1), int(upper)
+    except (TypeError, ValueError, AttributeError, OverflowError):  # int_oo has no int()
+        return None
+    return DimRange(low, high, high) if low < high else None
 
 
 def _check_arity(model, specs) -> None:
