@@ -15,6 +15,7 @@ import click
 
 from .backends import BACKENDS
 from .calibration.targets import DEFAULT_TARGET as DEFAULT_INT8_TARGET, TARGETS as INT8_TARGETS
+from .backends.coreml import MIN_TARGETS as COREML_TARGETS
 from .errors import EXIT_GATE_FAILED, EXIT_INTERNAL, EdgeMLError, InputError
 from .model_meta import TASKS
 
@@ -187,6 +188,7 @@ CONVERT_SECTIONS = (
     ("INT8 (with --int8: calibration, the accuracy gate against FP32, image preprocessing)",
      ("--int8", "--calib", "--calib-samples", "--calib-method", "--int8-target", "--max-accuracy-drop", "--min-cosine",
       "--eval-data", "--eval-labels", "--resize", "--mean", "--std", "--layout", "--scale")),
+    ("CoreML (with --to coreml: an .mlpackage built from the PyTorch source)", ("--precision", "--min-target")),
     ("Output (where the artifacts and edgeml.json go)", ("--output", "--name")),
 )
 
@@ -194,8 +196,8 @@ CONVERT_SECTIONS = (
 @main.command(cls=_Sections, sections=CONVERT_SECTIONS)
 @click.argument("model", type=click.Path())
 @click.option("--to", "to", default="onnx", show_default=True,
-              help=f"Targets, comma-separated: {', '.join(BACKENDS)} (each built from the checked ONNX artifact, "
-                   "and from the INT8 one with --int8).")
+              help=f"Targets, comma-separated: {', '.join(BACKENDS)} (ort from the checked ONNX artifact, and "
+                   "from the INT8 one with --int8; coreml from the PyTorch source).")
 @click.option("-o", "--output", "output_dir", default="build", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the artifacts and edgeml.json.")
 @_source_options
@@ -242,10 +244,14 @@ CONVERT_SECTIONS = (
 @click.option("--std", metavar="S[,S,S]", help="Images: per-channel std, after --scale, e.g. 0.229,0.224,0.225.")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True, help="Images: tensor layout.")
 @click.option("--scale", type=float, default=255.0, show_default=True, help="Images: pixel values are divided by this.")
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]),
+              help="CoreML compute precision (default fp16, what the Neural Engine runs).")
+@click.option("--min-target", type=click.Choice(list(COREML_TARGETS)),
+              help="Oldest OS the CoreML package runs on (default iOS16, the first with mlprogram).")
 def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, trust_pickle, dynamic_batch, data, shapes,
             task, trust_remote_code, no_optimize, no_fuse, no_check, atol, rtol, opset, name, int8, calib, calib_samples,
             calib_method, int8_target, max_accuracy_drop, min_cosine, eval_data, eval_labels, resize, mean, std, layout,
-            scale):
+            scale, precision, min_target):
     """Convert MODEL to checked artifacts.
 
     MODEL is a .pt2 (torch.export), a TorchScript .pt, a state dict .pt/.pth (with --model-class), a .skops,
@@ -269,15 +275,18 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
 
     quantization = _int8_options(int8, calib, calib_samples, calib_method, int8_target, max_accuracy_drop, min_cosine,
                                  eval_data, eval_labels, resize, mean, std, layout, scale)
+    from .files import size_of
+
     _err(f"edgeml convert {model} -> {to}")
     result = run_convert(model, to, output_dir, inputs=list(inputs) or None, dynamic_batch=dynamic_batch, sample=sample,
                          data=data, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle,
                          optimize=not no_optimize, check=not no_check, atol=atol, rtol=rtol, opset=opset, name=name,
                          int8=quantization, progress=_say, task=task, trust_remote_code=trust_remote_code,
-                         shapes=list(shapes) or None, fuse=not no_fuse)
+                         shapes=list(shapes) or None, fuse=not no_fuse,
+                         target_options=_coreml_options(precision, min_target))
     for artifact in result.artifacts:
         status = "checked" if artifact.check or "quantization" in artifact.record else "UNVERIFIED"
-        size = artifact.path.stat().st_size / 1024
+        size = size_of(artifact.path) / 1024
         click.echo(f"wrote {artifact.path} ({artifact.precision}, {size:.1f} KiB, {status})")
         for companion in artifact.record.get("companions", ()):
             click.echo(f"wrote {artifact.path.parent / companion} (read by {artifact.path.name}'s encode())")
@@ -293,6 +302,12 @@ def _numbers(text: str | None, flag: str, separator: str = ",") -> tuple | None:
         return tuple(float(v) for v in text.replace("x", separator).split(separator))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a list of numbers", param_hint=flag) from None
+
+
+def _coreml_options(precision, min_target) -> dict | None:
+    """--precision and --min-target, as convert's target options (None when neither is given)."""
+    given = {k: v for k, v in (("precision", precision), ("min_target", min_target)) if v is not None}
+    return {"coreml": given} if given else None
 
 
 def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, min_cosine, eval_data, eval_labels,

@@ -64,7 +64,7 @@ def parse_targets(to: str | list[str]) -> list[str]:
     if not targets:
         raise InputError(f"no target given; this edgeml builds: {', '.join(backends.BACKENDS)}")
     for target in targets:
-        backends.path_to(target)
+        backends.named(target)
     return targets
 
 
@@ -74,7 +74,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
             check: bool = True, atol: Tolerance = None, rtol: Tolerance = None, opset: int | None = None,
             name: str | None = None, int8=False, progress: Callable[[str], None] | None = None,
             task: str | None = None, trust_remote_code: bool = False, shapes: Mapping[str, int] | None = None,
-            fuse: bool = True) -> ConvertResult:
+            fuse: bool = True, target_options: Mapping[str, dict] | None = None) -> ConvertResult:
     """Convert ``model`` (an object, a file, or a Hugging Face folder) to checked artifacts in ``output_dir``.
 
     ``inputs``: specs like ``"x:1x3x224x224"``; ``sample``: rows (file or DataFrame) giving a scikit-learn
@@ -86,6 +86,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     picks the head (default: from its config). ``trust_remote_code``: let a Hugging Face config's ``auto_map``
     run its own code. ``shapes``: sizes of symbolic dims in generated check inputs, e.g. ``{"sequence": 128}``.
     ``atol``/``rtol``: the check's tolerances, a number, or {output name: number} (the rest at the default).
+    ``target_options``: {target: its build options}, e.g. ``{"coreml": {"precision": "fp32"}}``.
     ``fuse``: apply onnxruntime's transformer fusions (Attention, SkipLayerNormalization...) where they match;
     the artifact then needs onnxruntime, not any ONNX runtime.
     Raises CheckFailed (exit 1) when an artifact does not match its source, unless ``check=False``.
@@ -131,25 +132,102 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     fp32_final, int8_final = output_dir / f"{stem}.onnx", output_dir / f"{stem}.int8.onnx"
     for final in (fp32_final, int8_final) if int8 else (fp32_final,):
         check_target(final)
-    derived = [t for t in dict.fromkeys(targets) if t != "onnx"]
-    for target in derived:
-        for final in (fp32_final, int8_final)[:1 + bool(int8)]:
+    plans = {t: backends.plan(t, source.kind) for t in dict.fromkeys(targets) if t != "onnx"}
+    from_source = [t for t, edges in plans.items() if edges[0].source == source.kind != "onnx"]
+    derived = [t for t in plans if t not in from_source]
+    options = {t: _target_options(t, plans[t], (target_options or {}).get(t, {})) for t in plans}
+    unknown = sorted(set(target_options or {}) - set(plans))
+    if unknown:
+        raise InputError(f"options given for {', '.join(unknown)}, which --to does not name; add it to --to or drop them")
+    if int8 and "onnx" not in targets and not derived:
+        raise InputError("--int8 makes the ONNX INT8 artifact; add onnx to --to (CoreML compression is not in this "
+                         "version)")
+    for target in derived + from_source:
+        for final in (fp32_final, int8_final)[:1 + bool(int8 and target in derived)]:
             check_target(final.with_suffix(backends.named(target).suffix), backends.named(target).folder)
     steps = Steps(optimize, fuse, check, opset, shapes)
-    fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # every target starts from it
+    artifacts = [_from_source(t, source, fp32_final, steps, data, atol, rtol, say, options[t]) for t in from_source]
+    if "onnx" not in targets and not derived:
+        return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
+    fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # the other targets start here
     # What was converted from the old ONNX artifacts does not compute the new ones: gone before anything is
     # built from them (a failed rebuild must not leave them listed as checked against the new file).
     for entry in read_manifest(output_dir)["artifacts"]:
         if entry.get("build", {}).get("built_from") in (fp32_final.name, int8_final.name):
             remove_artifact(output_dir / entry["file"])
-    artifacts = [fp32]
+    onnx_artifacts = [fp32]
     if int8:
         # Built from the previous FP32 model, the old INT8 file must not outlive a failed rebuild.
         remove_artifact(int8_final)
-        artifacts.append(_build_int8(fp32, int8_final, int8, source, say, unfused))
-    for parent in list(artifacts):
-        artifacts += [_derive(parent, target, source, steps, data, say) for target in derived]
-    return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
+        onnx_artifacts.append(_build_int8(fp32, int8_final, int8, source, say, unfused))
+    for parent in list(onnx_artifacts):
+        onnx_artifacts += [_derive(parent, target, source, steps, data, say) for target in derived]
+    return ConvertResult(source, onnx_artifacts + artifacts, output_dir / MANIFEST_NAME)
+
+
+def _target_options(target: str, edges: list, given: dict) -> dict:
+    """A target's build options, checked (with their defaults) by the edge that takes them."""
+    taking = next((edge for edge in edges if edge.options is not None), None)
+    if taking is None:
+        if given:
+            raise InputError(f"--to {target} takes no options; drop {', '.join(given)}")
+        return {}
+    return taking.options(dict(given))
+
+
+def _from_source(target: str, source: SourceModel, stem: Path, steps: Steps, data, atol, rtol, say,
+                 options: dict) -> Artifact:
+    """A target built from the source model itself (CoreML from torch), checked against it: numerically where
+    its runtime runs, else on its structure (input and output names, ranks, fixed dims and ranges), which the
+    manifest records as ``unverified`` with the reason, never ``passed``."""
+    backend = backends.named(target)
+    final = stem.with_suffix(backend.suffix)
+    edge = backends.plan(target, source.kind)[0]
+
+    def build(staging: Path) -> Built:
+        built = staging / final.name
+        record = {"built_from": "the source model", "conversion": [
+            {"edge": f"{edge.source} -> {edge.target}", **edge.build(source, built, options)}]}
+        say(f"converted the source to {target}: {backend.description}")
+        return Built(built, record)
+
+    def check(built: Built) -> CheckResult | None:
+        from .errors import BackendMissing
+
+        try:
+            return _check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
+                          runtime=backend.runtime, precision=options.get("precision", "fp32"))
+        except BackendMissing as exc:
+            problems = _structure_problems(source, backends.inspect(built.path))
+            if problems:
+                raise CheckFailed(f"{final.name}: {'; '.join(problems)}; nothing written") from exc
+            built.record["unverified"] = (f"{first_line(exc)}; checked here: input and output names, ranks, fixed "
+                                          "dims and ranges against the source")
+            say(f"{final.name}: not run here ({first_line(exc)}); its structure matches the source")
+            return None
+
+    return _produce(final, target, source, build, check if steps.check else None)
+
+
+def _structure_problems(source: SourceModel, info: dict) -> list[str]:
+    """How an artifact's inputs and outputs differ from the source's: names, ranks, fixed dims, ranges."""
+    from .spec import TensorSpec
+
+    problems = []
+    have = [TensorSpec.from_dict(s) for s in info["inputs"]]
+    if [s.name for s in have] != [s.name for s in source.inputs]:
+        problems.append(f"inputs {[s.name for s in have]}, the source takes {[s.name for s in source.inputs]}")
+    for got, want in zip(have, source.inputs):
+        same = len(got.shape) == len(want.shape) and all(
+            (g == w) if isinstance(w, int) else isinstance(g, str) for g, w in zip(got.shape, want.shape))
+        ranges = [(got.ranges.get(g), want.ranges[w]) for g, w in zip(got.shape, want.shape) if w in want.ranges]
+        if not same or any(g is None or (g.min, g.max) != (w.min, w.max) for g, w in ranges):
+            problems.append(f"input {want.name!r} is {got}, the source takes {want}")
+    with source.reference() as reference:
+        names = reference.output_names
+    if [o["name"] for o in info["outputs"]] != names:
+        problems.append(f"outputs {[o['name'] for o in info['outputs']]}, the source gives {names}")
+    return problems
 
 
 @dataclass
@@ -430,7 +508,7 @@ def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> 
         if artifact.record.get("parent_unverified"):
             check.update(status="unverified", reason="judged against the FP32 artifact, which was built with --no-check")
     elif artifact.check is None:
-        check = {"status": "unverified", "reason": "--no-check"}
+        check = {"status": "unverified", "reason": artifact.record.get("unverified", "--no-check")}
     else:
         check = {"status": "passed" if artifact.check.passed else "failed",
                  "against": artifact.record.get("built_from", "the source model"), **artifact.check.to_dict()}

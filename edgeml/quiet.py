@@ -13,7 +13,7 @@ import sys
 import warnings
 
 #: Loggers of the frameworks edgeml drives.
-LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch", "transformers", "root")
+LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "torch", "transformers", "coremltools", "root")
 
 
 @contextlib.contextmanager

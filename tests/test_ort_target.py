@@ -76,8 +76,8 @@ def test_inspect_and_bench_read_ort_files(built):
 def test_the_backend_table_plans_and_refuses_by_name(tmp_path):
     assert [(e.source, e.target) for e in backends.path_to("ort")] == [("onnx", "ort")]
     assert backends.path_to("onnx") == []
-    with pytest.raises(InputError, match="unknown target 'coreml'; this edgeml builds: onnx, ort"):
-        edgeml.convert(_Net().eval(), "onnx,coreml", tmp_path, inputs=["x:batchx8"])
+    with pytest.raises(InputError, match="unknown target 'tflite'; this edgeml builds: onnx, ort, coreml"):
+        edgeml.convert(_Net().eval(), "onnx,tflite", tmp_path, inputs=["x:batchx8"])
     assert list(tmp_path.iterdir()) == []  # refused before anything is exported
 
 

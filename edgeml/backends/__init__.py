@@ -33,19 +33,23 @@ class Backend:
 class Edge:
     """A converter from one format to another: ``build(source_artifact, output_path)`` writes the output and
     returns the record of how that goes into the manifest (``converter``: the tool, required; its version and
-    options). ``reference(source_artifact)``: the source opened so that it computes as the output must (the
-    same graph optimizations), which the output is checked against; default its backend's runtime."""
+    options). An edge from a source framework (``torch``) is built from the source model itself:
+    ``build(source_model, output_path, options)``, ``options(given) -> options with defaults`` checking the
+    target's options before anything is exported. ``reference(source_artifact)``: the source opened so that it
+    computes as the output must (the same graph optimizations), which the output is checked against; default
+    its backend's runtime."""
 
     source: str
     target: str
-    build: Callable[[Path, Path], dict]
+    build: Callable
     description: str = ""
     reference: Callable | None = None
+    options: Callable[[dict], dict] | None = None
 
 
 BACKENDS: dict[str, Backend] = {}
 EDGES: list[Edge] = []
-_BUILT_IN = ("onnx", "ort")  # one line per target: the modules that register themselves
+_BUILT_IN = ("onnx", "ort", "coreml")  # one line per target: the modules that register themselves
 
 
 def register(backend: Backend, *edges: Edge) -> None:
@@ -102,6 +106,23 @@ def path_to(target: str, start: str = "onnx") -> list[Edge]:
         raise InputError(f"no converter leads from {start} to {target}; reachable from {start}: "
                          f"{', '.join(routes)}")
     return routes[target]
+
+
+def plan(target: str, source_format: str) -> list[Edge]:
+    """The edges that build ``target`` for a model of ``source_format``: straight from the source model where
+    an edge starts there (CoreML from torch), else from the ONNX artifact. An error names what the target is
+    built from when neither leads there."""
+    if source_format != "onnx":
+        try:
+            return path_to(target, source_format)
+        except InputError:
+            pass
+    try:
+        return path_to(target, "onnx")
+    except InputError:
+        starts = sorted({edge.source for edge in EDGES if edge.target == target})
+        raise InputError(f"--to {target} is built from a {' or '.join(starts)} model, and this one is {source_format}: "
+                         f"convert the {' or '.join(starts)} model itself (the source, not an export of it)") from None
 
 
 def tools() -> tuple[str, ...]:

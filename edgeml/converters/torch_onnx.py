@@ -1,4 +1,5 @@
-"""PyTorch -> ONNX with ``torch.onnx.export(dynamo=True)``; the TorchScript exporter only as a fallback."""
+"""PyTorch -> ONNX with ``torch.onnx.export(dynamo=True)``; the TorchScript exporter only as a fallback. The
+example call and the bounded dynamic shapes are shared with the other exports of a torch source (CoreML)."""
 
 from __future__ import annotations
 
@@ -16,25 +17,19 @@ from ..spec import batch_symbols
 FALLBACK_OPSET = 18
 
 
-def torch_to_onnx(source: SourceModel, opset: int | None = None):
-    """Export ``source`` (torch); returns ``(ModelProto, record)``. Says which exporter was used and why."""
-    torch = require("torch", "torch")
-    onnx = require("onnx", "torch")
-    model = source.model
-    if isinstance(model, torch.export.ExportedProgram) and _fixes_a_symbolic_dim(model, source.inputs):
-        raise ExportError(
-            f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
-            "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
-        )
-    # Symbolic dims get example sizes of 2 and 3 (torch.export specializes sizes 0 and 1), moved into their
-    # range. Token inputs get ids the model's vocabulary holds and masks of ones (a model may branch on an
-    # all-zero row).
+def example_call(torch, source: SourceModel):
+    """What every export of a torch source needs: example arguments, input and output names, each input's
+    symbolic dims ({axis: name}) and each dim's bounds ((min, max) from a range, or the largest size).
+
+    Symbolic dims get example sizes of 2 and 3 (torch.export specializes sizes 0 and 1), moved into their
+    range. Token inputs get ids the model's vocabulary holds and masks of ones (a model may branch on an
+    all-zero row)."""
     ranges = dim_ranges(source.inputs, source.meta)
     named, batches = {d for s in source.inputs for d in s.shape}, batch_symbols(source.inputs)
     example = {name: min(max(2 if name in batches else 3, r.min), r.max) for name, r in ranges.items() if name in named}
     feeds = random_feeds(source.inputs, batch=2, other=3, meta=source.meta, sizes=example)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
-    runnable = model.module() if isinstance(model, torch.export.ExportedProgram) else model
+    runnable = source.model.module() if isinstance(source.model, torch.export.ExportedProgram) else source.model
     try:
         with torch.inference_mode(), quiet():
             output_names = output_names_for(runnable(*args))
@@ -45,8 +40,36 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
         ) from exc
     input_names = [s.name for s in source.inputs]
     symbols = [{axis: dim for axis, dim in enumerate(s.shape) if isinstance(dim, str)} for s in source.inputs]
-    record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
     bounds = {**(source.meta.dim_max if source.meta else {}), **{k: (r.min, r.max) for k, r in ranges.items()}}
+    return args, input_names, output_names, symbols, bounds
+
+
+def dynamic_shapes(torch, symbols, bounds):
+    """torch.export's ``dynamic_shapes`` for the inputs' symbolic dims, one ``Dim`` per name, bounded by
+    ``bounds`` (a dim without one is bounded below by 1 only)."""
+    if not any(symbols):
+        return None
+    dims = {}
+
+    def dim(name):
+        low, high = bounds[name] if isinstance(bounds.get(name), tuple) else (1, bounds.get(name))
+        return torch.export.Dim(_dim_name(name), min=low, max=high)
+
+    return tuple({axis: dims.setdefault(name, dim(name)) for axis, name in s.items()} or None for s in symbols)
+
+
+def torch_to_onnx(source: SourceModel, opset: int | None = None):
+    """Export ``source`` (torch); returns ``(ModelProto, record)``. Says which exporter was used and why."""
+    torch = require("torch", "torch")
+    onnx = require("onnx", "torch")
+    model = source.model
+    if isinstance(model, torch.export.ExportedProgram) and _fixes_a_symbolic_dim(model, source.inputs):
+        raise ExportError(
+            f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
+            "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
+        )
+    args, input_names, output_names, symbols, bounds = example_call(torch, source)
+    record = {"exporter": "torch.onnx dynamo", "torch": torch.__version__}
     try:
         proto = _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, bounds)
         if opset is not None and _default_opset(proto) != opset:
@@ -81,20 +104,11 @@ def _fixes_a_symbolic_dim(program, specs) -> bool:
 def _dynamo_export(torch, model, args, input_names, output_names, symbols, opset, bounds):
     """``bounds``: a symbolic dim's (min, max) range, or its largest size (a sequence bounded by the model's
     position table); torch.export then proves the graph for those sizes and its program refuses others."""
-    dynamic_shapes = None
-    if any(symbols) and not isinstance(model, torch.export.ExportedProgram):
-        dims = {}
-
-        def dim(name):
-            low, high = bounds[name] if isinstance(bounds.get(name), tuple) else (1, bounds.get(name))
-            return torch.export.Dim(_dim_name(name), min=low, max=high)
-
-        dynamic_shapes = tuple({axis: dims.setdefault(name, dim(name)) for axis, name in s.items()} or None
-                               for s in symbols)
+    shapes = None if isinstance(model, torch.export.ExportedProgram) else dynamic_shapes(torch, symbols, bounds)
     with quiet():
         program = torch.onnx.export(
             model, args, dynamo=True, input_names=input_names, output_names=output_names,
-            dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=True, verbose=False,
+            dynamic_shapes=shapes, opset_version=opset, optimize=True, verbose=False,
         )
     return program.model_proto
 

@@ -1,0 +1,128 @@
+"""``--to coreml``: an mlprogram package built from the PyTorch source with coremltools. What Linux can check
+is checked here (the spec's inputs, ranges, outputs, precision and ops; the manifest; verify); predicting
+needs macOS, so on Linux the package is recorded ``unverified`` with the reason, never ``passed``, and the
+runtime refuses with exit 3. The prediction test runs on macOS only."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edgeml
+from edgeml.cli import main
+from edgeml.errors import BackendMissing, InputError
+from edgeml.manifest import MANIFEST_NAME
+
+from .conftest import torch
+
+pytest.importorskip("coremltools")
+
+
+class _Net(torch.nn.Module):
+    """A small CNN: convolution, pooling, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+class _Encoder(torch.nn.Module):
+    """A transformer encoder over a dynamic sequence."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Linear(4, 16)
+        self.encoder = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1)
+
+    def forward(self, x):
+        return self.encoder(self.embed(x))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("coreml")
+    notes = []
+    result = edgeml.convert(_Net().eval(), "onnx,coreml", out, inputs=["x:1..8x3x16x16"], progress=notes.append)
+    return result, out, notes
+
+
+def _entry(out, name):
+    return next(e for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"] if e["file"] == name)
+
+
+def test_a_cnn_becomes_a_package_with_its_range_and_fp16_compute(built):
+    result, out, _ = built
+    package = out / "model.mlpackage"
+    assert [a.path for a in result.artifacts] == [out / "model.onnx", package]
+    info = edgeml.inspect(package)
+    assert info["inputs"] == [{"name": "x", "shape": ["batch", 3, 16, 16], "dtype": "float32",
+                               "ranges": {"batch": [1, 8, 8]}}]
+    assert [o["name"] for o in info["outputs"]] == ["output"]  # the source's name, not torch's node name
+    assert info["precision"] == "fp16" and {"conv", "linear"} <= set(info["ops"])
+    assert json.loads(info["metadata"]["edgeml.dim_range"]) == {"batch": [1, 8, 8]}
+    entry = _entry(out, package.name)
+    build = entry["build"]["conversion"][0]
+    assert build["edge"] == "torch -> coreml" and build["minimum_deployment_target"] == "iOS16"
+    assert build["precision"] == "fp16" and build["compute_units"] == "ALL"
+    assert edgeml.verify(out).ok
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="on macOS the package is checked numerically instead")
+def test_off_macos_the_check_is_structural_and_says_so(built):
+    _, out, notes = built
+    check = _entry(out, "model.mlpackage")["check"]
+    assert check["status"] == "unverified" and "run only on macOS" in check["reason"]
+    assert "checked here: input and output names, ranks, fixed dims and ranges" in check["reason"]
+    with pytest.raises(BackendMissing, match="run only on macOS"):
+        edgeml.load(out / "model.mlpackage")
+    bench = CliRunner().invoke(main, ["bench", str(out / "model.mlpackage")])
+    assert bench.exit_code == 3 and "run only on macOS" in bench.output
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predicts only on macOS")
+def test_on_macos_the_package_computes_what_the_source_does(built):
+    _, out, _ = built
+    check = _entry(out, "model.mlpackage")["check"]
+    assert check["status"] == "passed"
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with edgeml.load(out / "model.mlpackage") as package:
+        got = package.run({"x": x})["output"]
+    np.testing.assert_allclose(got, _Net().eval()(torch.from_numpy(x)).detach().numpy(), atol=1e-2, rtol=1e-2)
+
+
+def test_fp32_and_a_transformer_over_a_dynamic_sequence(tmp_path):
+    result = edgeml.convert(_Encoder().eval(), "coreml", tmp_path, inputs=["x:1x2..16x4"], target_options={
+        "coreml": {"precision": "fp32", "min_target": "iOS17"}})
+    assert [a.path.name for a in result.artifacts] == ["model.mlpackage"]  # no ONNX asked, none built
+    info = edgeml.inspect(tmp_path / "model.mlpackage")
+    assert info["inputs"][0]["ranges"] == {"x_dim1": [2, 16, 16]} and info["precision"] == "fp32"
+    assert _entry(tmp_path, "model.mlpackage")["build"]["conversion"][0]["minimum_deployment_target"] == "iOS17"
+
+
+def test_bad_requests_fail_before_anything_is_written(tmp_path, built):
+    _, out, _ = built
+    cases = [
+        (lambda: edgeml.convert(out / "model.onnx", "coreml", tmp_path / "a"), "built from a torch model"),
+        (lambda: edgeml.convert(_Net().eval(), "coreml", tmp_path / "b", inputs=["x:batchx3x16x16"]),
+         "CoreML needs a finite range for the dim 'batch'"),
+        (lambda: edgeml.convert(_Net().eval(), "coreml", tmp_path / "c", inputs=["x:1x3x16x16"],
+                                target_options={"coreml": {"precision": "int4"}}), "--precision 'int4'"),
+        (lambda: edgeml.convert(_Net().eval(), "onnx", tmp_path / "d", inputs=["x:1x3x16x16"],
+                                target_options={"coreml": {}}), "--to does not name"),
+        (lambda: edgeml.convert(_Net().eval(), "coreml", tmp_path / "e", inputs=["x:1x3x16x16"], int8=True),
+         "add onnx to --to"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InputError, match=message):
+            call()
+    assert not any(p.suffix in (".onnx", ".mlpackage") for p in tmp_path.rglob("*"))
