@@ -165,9 +165,11 @@ def _count(value) -> bool:
 
 
 def ranged_specs(specs, meta: ModelMeta | None) -> list[TensorSpec]:
-    """``specs`` (an artifact's inputs, read from its graph, where dims have no range) with the ranges its
-    metadata records: what a TensorRT or CoreML target builds for, and what inspect shows."""
-    return with_ranges(specs, checked_meta(meta).ranges)
+    """``specs`` (an artifact's inputs, read from its graph) with the ranges its metadata records for dims the
+    graph leaves unbounded (ONNX has no ranges; a CoreML spec has its own, which win): what a TensorRT or
+    CoreML target builds for, and what inspect shows."""
+    own = {d for s in specs for d in s.ranges}
+    return with_ranges(specs, {d: r for d, r in checked_meta(meta).ranges.items() if d not in own})
 
 
 def dtype_kind(spec: TensorSpec) -> str:

@@ -146,9 +146,13 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
         for final in (fp32_final, int8_final)[:1 + bool(int8 and target in derived)]:
             check_target(final.with_suffix(backends.named(target).suffix), backends.named(target).folder)
     steps = Steps(optimize, fuse, check, opset, shapes)
-    artifacts = [_from_source(t, source, fp32_final, steps, data, atol, rtol, say, options[t]) for t in from_source]
+
+    def from_the_source() -> list[Artifact]:  # after the ONNX ones: a failed ONNX check leaves none of them
+        return [_from_source(t, plans[t][0], source, fp32_final, steps, data, atol, rtol, say, options[t])
+                for t in from_source]
+
     if "onnx" not in targets and not derived:
-        return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
+        return ConvertResult(source, from_the_source(), output_dir / MANIFEST_NAME)
     fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # the other targets start here
     # What was converted from the old ONNX artifacts does not compute the new ones: gone before anything is
     # built from them (a failed rebuild must not leave them listed as checked against the new file).
@@ -162,7 +166,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
         onnx_artifacts.append(_build_int8(fp32, int8_final, int8, source, say, unfused))
     for parent in list(onnx_artifacts):
         onnx_artifacts += [_derive(parent, target, source, steps, data, say) for target in derived]
-    return ConvertResult(source, onnx_artifacts + artifacts, output_dir / MANIFEST_NAME)
+    return ConvertResult(source, onnx_artifacts + from_the_source(), output_dir / MANIFEST_NAME)
 
 
 def _target_options(target: str, edges: list, given: dict) -> dict:
@@ -175,14 +179,13 @@ def _target_options(target: str, edges: list, given: dict) -> dict:
     return taking.options(dict(given))
 
 
-def _from_source(target: str, source: SourceModel, stem: Path, steps: Steps, data, atol, rtol, say,
+def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Steps, data, atol, rtol, say,
                  options: dict) -> Artifact:
     """A target built from the source model itself (CoreML from torch), checked against it: numerically where
     its runtime runs, else on its structure (input and output names, ranks, fixed dims and ranges), which the
     manifest records as ``unverified`` with the reason, never ``passed``."""
     backend = backends.named(target)
     final = stem.with_suffix(backend.suffix)
-    edge = backends.plan(target, source.kind)[0]
 
     def build(staging: Path) -> Built:
         built = staging / final.name
@@ -198,19 +201,20 @@ def _from_source(target: str, source: SourceModel, stem: Path, steps: Steps, dat
             return _check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
                           runtime=backend.runtime, precision=options.get("precision", "fp32"))
         except BackendMissing as exc:
-            problems = _structure_problems(source, backends.inspect(built.path))
+            problems = _structure_problems(source, backends.inspect(built.path), built.record["conversion"][0]["outputs"])
             if problems:
                 raise CheckFailed(f"{final.name}: {'; '.join(problems)}; nothing written") from exc
-            built.record["unverified"] = (f"{first_line(exc)}; checked here: input and output names, ranks, fixed "
-                                          "dims and ranges against the source")
+            built.record["unverified"] = (f"{first_line(exc)}; checked here: input names, ranks, fixed dims and "
+                                          "ranges, and output names, against the source")
             say(f"{final.name}: not run here ({first_line(exc)}); its structure matches the source")
             return None
 
     return _produce(final, target, source, build, check if steps.check else None)
 
 
-def _structure_problems(source: SourceModel, info: dict) -> list[str]:
-    """How an artifact's inputs and outputs differ from the source's: names, ranks, fixed dims, ranges."""
+def _structure_problems(source: SourceModel, info: dict, outputs: list[str]) -> list[str]:
+    """How an artifact's inputs and outputs differ from the source's (its inputs, and ``outputs``, the output
+    names the export found): names, ranks, fixed dims, ranges."""
     from .spec import TensorSpec
 
     problems = []
@@ -223,10 +227,8 @@ def _structure_problems(source: SourceModel, info: dict) -> list[str]:
         ranges = [(got.ranges.get(g), want.ranges[w]) for g, w in zip(got.shape, want.shape) if w in want.ranges]
         if not same or any(g is None or (g.min, g.max) != (w.min, w.max) for g, w in ranges):
             problems.append(f"input {want.name!r} is {got}, the source takes {want}")
-    with source.reference() as reference:
-        names = reference.output_names
-    if [o["name"] for o in info["outputs"]] != names:
-        problems.append(f"outputs {[o['name'] for o in info['outputs']]}, the source gives {names}")
+    if [o["name"] for o in info["outputs"]] != outputs:
+        problems.append(f"outputs {[o['name'] for o in info['outputs']]}, the source gives {outputs}")
     return problems
 
 
@@ -521,7 +523,7 @@ def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> 
         "inputs": info["inputs"],
         "outputs": info["outputs"],
         "opset": artifact.record.get("opset"),
-        "build": {k: v for k, v in artifact.record.items() if k != "opset"},
+        "build": {k: v for k, v in artifact.record.items() if k not in ("opset", "unverified", "parent_unverified")},
         "check": check,
         "source": source.to_record(),
         **{key: value for key, value in (("task", meta.task), ("labels", meta.labels)) if value},

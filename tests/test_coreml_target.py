@@ -69,6 +69,7 @@ def test_a_cnn_becomes_a_package_with_its_range_and_fp16_compute(built):
                                "ranges": {"batch": [1, 8, 8]}}]
     assert [o["name"] for o in info["outputs"]] == ["output"]  # the source's name, not torch's node name
     assert info["precision"] == "fp16" and {"conv", "linear"} <= set(info["ops"])
+    assert info["outputs"][0]["dtype"] == "float32"  # fp16 compute, float32 out: what the ONNX artifact gives
     assert json.loads(info["metadata"]["edgeml.dim_range"]) == {"batch": [1, 8, 8]}
     entry = _entry(out, package.name)
     build = entry["build"]["conversion"][0]
@@ -82,7 +83,7 @@ def test_off_macos_the_check_is_structural_and_says_so(built):
     _, out, notes = built
     check = _entry(out, "model.mlpackage")["check"]
     assert check["status"] == "unverified" and "run only on macOS" in check["reason"]
-    assert "checked here: input and output names, ranks, fixed dims and ranges" in check["reason"]
+    assert "checked here: input names, ranks, fixed dims and ranges, and output names" in check["reason"]
     with pytest.raises(BackendMissing, match="run only on macOS"):
         edgeml.load(out / "model.mlpackage")
     bench = CliRunner().invoke(main, ["bench", str(out / "model.mlpackage")])
@@ -126,3 +127,36 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, built):
         with pytest.raises(InputError, match=message):
             call()
     assert not any(p.suffix in (".onnx", ".mlpackage") for p in tmp_path.rglob("*"))
+
+
+def test_a_pt2_and_two_inputs_keep_their_own_bounds_and_names(tmp_path):
+    """The package's own spec (not the metadata) carries each input's range, under the source's dim names."""
+    import coremltools as ct
+
+    class Two(torch.nn.Module):
+        def forward(self, x, y):
+            return x.sum(1), y.mean(1)
+
+    program = torch.export.export(Two(), (torch.randn(2, 4), torch.randn(3, 4)), dynamic_shapes={
+        "x": {0: torch.export.Dim("a", min=1, max=8)}, "y": {0: torch.export.Dim("n", min=1, max=4)}})
+    torch.export.save(program, tmp_path / "two.pt2")
+    edgeml.convert(tmp_path / "two.pt2", "coreml", tmp_path / "out")
+    raw = ct.utils.load_spec(str(tmp_path / "out" / "two.mlpackage"))
+    bounds = [(r.lowerBound, r.upperBound) for f in raw.description.input
+              for r in f.type.multiArrayType.shapeRange.sizeRanges[:1]]
+    assert bounds == [(1, 8), (1, 4)]  # bounded in the package itself, not only in edgeml's metadata
+    info = edgeml.inspect(tmp_path / "out" / "two.mlpackage")
+    (x, xr), (y, yr) = [(i["shape"][0], i["ranges"]) for i in info["inputs"]]
+    assert x != y and xr == {x: [1, 8, 8]} and yr == {y: [1, 4, 4]}  # two dims, each with its own range
+    assert [o["name"] for o in info["outputs"]] == ["output_0", "output_1"]
+
+
+def test_the_cli_takes_precision_and_min_target(tmp_path):
+    torch.save(_Net().state_dict(), tmp_path / "net.pth")
+    result = CliRunner().invoke(main, ["convert", str(tmp_path / "net.pth"), "--model-class", f"{__name__}:_Net",
+                                       "--input", "x:1..2x3x16x16", "--to", "coreml", "--precision", "fp32",
+                                       "--min-target", "macOS14", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    build = _entry(tmp_path / "out", "net.mlpackage")["build"]["conversion"][0]
+    assert (build["precision"], build["minimum_deployment_target"]) == ("fp32", "macOS14")
+    assert "unverified" not in _entry(tmp_path / "out", "net.mlpackage")["build"]

@@ -120,9 +120,10 @@ def plan(target: str, source_format: str) -> list[Edge]:
     try:
         return path_to(target, "onnx")
     except InputError:
-        starts = sorted({edge.source for edge in EDGES if edge.target == target})
-        raise InputError(f"--to {target} is built from a {' or '.join(starts)} model, and this one is {source_format}: "
-                         f"convert the {' or '.join(starts)} model itself (the source, not an export of it)") from None
+        starts = " or ".join(sorted({edge.source for edge in EDGES if edge.target == target}))
+        fix = (f"convert the {starts} model itself (the source, not an export of it)" if source_format == "onnx"
+               else f"this version builds it from {starts} models only; use --to onnx")
+        raise InputError(f"--to {target} is built from a {starts} model, and this one is {source_format}: {fix}") from None
 
 
 def tools() -> tuple[str, ...]:

@@ -50,13 +50,15 @@ def _inspect(path) -> dict:
     main = spec.mlProgram.functions["main"]
     block = main.block_specializations[main.opset]
     ops = Counter(op.type for op in block.operations)
+    from coremltools.proto import MIL_pb2
+
     weights: Counter = Counter()
     for op in block.operations:
-        if op.type == "const":
-            for value in op.attributes.values():
-                tensor = value.type.tensorType
-                count = int(np.prod([d.constant.size for d in tensor.dimensions])) if tensor.dimensions else 1
-                weights[{10: "float16", 11: "float32", 4: "int8", 5: "uint8"}.get(tensor.dataType, "other")] += count
+        value = op.attributes.get("val") if op.type == "const" else None
+        if value is not None and value.type.WhichOneof("type") == "tensorType":
+            tensor = value.type.tensorType
+            count = int(np.prod([d.constant.size for d in tensor.dimensions])) if tensor.dimensions else 1
+            weights[MIL_pb2.DataType.Name(tensor.dataType).lower()] += count  # "float16", "int8"...
     return summary(path, inputs, outputs, ops, weights, ir_version=spec.specificationVersion,
                    opsets={"mlprogram": main.opset}, producer=metadata.get("com.github.apple.coremltools.source", ""),
                    metadata=metadata)

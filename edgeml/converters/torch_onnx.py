@@ -63,7 +63,7 @@ def torch_to_onnx(source: SourceModel, opset: int | None = None):
     torch = require("torch", "torch")
     onnx = require("onnx", "torch")
     model = source.model
-    if isinstance(model, torch.export.ExportedProgram) and _fixes_a_symbolic_dim(model, source.inputs):
+    if isinstance(model, torch.export.ExportedProgram) and fixes_a_symbolic_dim(model, source.inputs):
         raise ExportError(
             f"{source.path or 'the ExportedProgram'} was exported with fixed shapes ({', '.join(map(str, program_input_specs(model)))}), "
             "so its batch cannot be made dynamic; export it with dynamic_shapes=... or drop --dynamic-batch"
@@ -95,7 +95,7 @@ def _default_opset(proto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _fixes_a_symbolic_dim(program, specs) -> bool:
+def fixes_a_symbolic_dim(program, specs) -> bool:
     found = program_input_specs(program)
     return any(isinstance(want, str) and isinstance(have, int)
                for f, s in zip(found, specs) for have, want in zip(f.shape, s.shape))

@@ -4,6 +4,7 @@ so elsewhere it refuses at once with where it runs (exit 3)."""
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -23,8 +24,11 @@ def coremltools():
         return require("coremltools", "coreml")
 
 
-#: mlprogram element types -> edgeml dtypes (ArrayFeatureType.ArrayDataType numbers).
-_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32"}
+#: Package metadata key of the source inputs' dim names ({input: [name or None per axis]}): a CoreML spec keeps
+#: each dim's range but not its name.
+DIM_NAMES = "edgeml.dim_names"
+#: ArrayFeatureType.ArrayDataType numbers -> edgeml dtypes.
+_DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 
 
 class CoreMLRuntime(Runtime):
@@ -36,16 +40,35 @@ class CoreMLRuntime(Runtime):
         path = Path(path)
         if sys.platform != "darwin":
             raise BackendMissing(f"{path.name}: CoreML packages run only on macOS (Core ML predicts there, not on "
-                                 f"{platform.system()}); here inspect and verify them, or run the .onnx artifact")
+                                 f"{platform.system()}); here inspect and verify them, or run an ONNX artifact (--to onnx)")
         ct = coremltools()
         inputs, outputs, metadata, _ = describe(path)
         units = getattr(ct.ComputeUnit, "CPU_ONLY" if device == "cpu" else "ALL")
-        self._model = ct.models.MLModel(str(path), compute_units=units)
+        try:
+            self._model = ct.models.MLModel(str(path), compute_units=units)
+        except Exception as exc:  # noqa: BLE001 - Core ML's compiler refuses a package
+            raise InputError(f"Core ML cannot load {path} ({first_line(exc)}); convert it again") from exc
         super().__init__(inputs, outputs, metadata, device=device, path=str(path), threads=threads)
+
+    def run(self, feeds):
+        """Core ML takes int32 where the source took int64 (token ids) and float32 where it took bool (a
+        mask): the same values, converted here, so that an app's or the check's arrays go in as they are."""
+        return super().run({name: _as_coreml(name, value) for name, value in dict(feeds).items()})
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = self._model.predict(feeds)
         return [np.asarray(result[name]) for name in self._output_names]
+
+
+def _as_coreml(name: str, value):
+    value = np.asarray(value)
+    if value.dtype == bool:
+        return value.astype(np.float32)
+    if value.dtype.kind in "iu" and value.dtype != np.int32:
+        if value.size and (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
+            raise InputError(f"input {name!r} holds values beyond int32, which Core ML takes; give smaller ones")
+        return value.astype(np.int32)
+    return value
 
 
 def describe(path: Path):
@@ -56,21 +79,35 @@ def describe(path: Path):
     except Exception as exc:  # noqa: BLE001 - a damaged package
         raise InputError(f"{path} is not a readable CoreML package ({first_line(exc)}); convert it again") from exc
 
-    def tensor(feature, index: int) -> TensorSpec:
+    metadata = dict(spec.description.metadata.userDefined)
+    try:
+        names = json.loads(metadata.get(DIM_NAMES, "{}"))
+    except ValueError:
+        names = {}
+
+    def dtype(feature) -> str:
+        code = feature.type.multiArrayType.dataType
+        if code not in _DTYPES:
+            raise InputError(f"{path}: input or output {feature.name!r} has a Core ML array type ({code}) edgeml does "
+                             "not read; convert it again with edgeml")
+        return _DTYPES[code]
+
+    def tensor(feature) -> TensorSpec:
         array = feature.type.multiArrayType
+        given = names.get(feature.name) or []
         shape, ranges = [], {}
         for axis, (size, bounds) in enumerate(zip(array.shape, array.shapeRange.sizeRanges or [None] * len(array.shape))):
             if bounds is not None and bounds.lowerBound != bounds.upperBound:
-                name = "batch" if axis == 0 else f"{feature.name}_dim{axis}"
-                upper = bounds.upperBound if bounds.upperBound > 0 else None
+                name = (given[axis] if axis < len(given) and given[axis] else None) or f"{feature.name}_dim{axis}"
                 shape.append(name)
-                if upper:
-                    ranges[name] = DimRange(bounds.lowerBound, upper, upper)
+                if bounds.upperBound > 0:  # -1: unbounded
+                    ranges[name] = DimRange(bounds.lowerBound, bounds.upperBound, bounds.upperBound)
             else:
                 shape.append(int(size))
-        return TensorSpec(feature.name, tuple(shape), _DTYPES.get(array.dataType, "float32"), ranges=ranges)
+        return TensorSpec(feature.name, tuple(shape), dtype(feature), ranges=ranges)
 
-    inputs = [tensor(f, i) for i, f in enumerate(spec.description.input)]
-    outputs = [TensorSpec(f.name, tuple(int(d) for d in f.type.multiArrayType.shape) or ("?",),
-                          _DTYPES.get(f.type.multiArrayType.dataType, "float32")) for f in spec.description.output]
-    return inputs, outputs, dict(spec.description.metadata.userDefined), spec
+    inputs = [tensor(f) for f in spec.description.input]
+    # mlprogram outputs state no shape: "?" marks it unknown (its rank too)
+    outputs = [TensorSpec(f.name, tuple(int(d) for d in f.type.multiArrayType.shape) or ("?",), dtype(f))
+               for f in spec.description.output]
+    return inputs, outputs, metadata, spec

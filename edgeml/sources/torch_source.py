@@ -242,10 +242,12 @@ def from_torch_object(model: Any, specs, dynamic_batch: bool, path: Path | None 
 
 
 def program_input_specs(program) -> list[TensorSpec]:
-    """Input specs of an ExportedProgram, symbolic dims (``s0``) kept as names (the first one as ``batch``),
-    with the range the program was exported for where it is finite (``Dim(name, min=, max=)``)."""
+    """Input specs of an ExportedProgram, symbolic dims (``s0``) kept as names (the symbol of the first input's
+    first axis as ``batch``; another input's first axis with another symbol is another dim), with the range
+    the program was exported for where it is finite (``Dim(name, min=, max=)``)."""
     user_inputs = set(program.graph_signature.user_inputs)
     bounds = {str(symbol): _finite_range(r.lower, r.upper) for symbol, r in program.range_constraints.items()}
+    names: dict[str, str] = {}
     specs = []
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in user_inputs:
@@ -257,7 +259,9 @@ def program_input_specs(program) -> list[TensorSpec]:
                 if isinstance(d, int):
                     shape.append(int(d))
                     continue
-                shape.append("batch" if i == 0 else str(d))
+                if i == 0 and "batch" not in names.values():
+                    names.setdefault(str(d), "batch")
+                shape.append(names.get(str(d), str(d)))
                 if bounds.get(str(d)):
                     ranges[shape[-1]] = bounds[str(d)]
             specs.append(TensorSpec(node.name, tuple(shape), normalize_dtype(str(value.dtype).replace("torch.", "")), ranges))
