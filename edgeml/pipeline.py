@@ -190,7 +190,7 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
     def build(staging: Path) -> Built:
         built = staging / final.name
         record = {"built_from": "the source model", "conversion": [
-            {"edge": f"{edge.source} -> {edge.target}", **edge.build(source, built, options)}]}
+            {"edge": f"{edge.source} -> {edge.target}", **edge.build_source(source, built, options)}]}
         say(f"converted the source to {target}: {backend.description}")
         return Built(built, record)
 

@@ -33,18 +33,19 @@ class Backend:
 class Edge:
     """A converter from one format to another: ``build(source_artifact, output_path)`` writes the output and
     returns the record of how that goes into the manifest (``converter``: the tool, required; its version and
-    options). An edge from a source framework (``torch``) is built from the source model itself:
-    ``build(source_model, output_path, options)``, ``options(given) -> options with defaults`` checking the
-    target's options before anything is exported. ``reference(source_artifact)``: the source opened so that it
-    computes as the output must (the same graph optimizations), which the output is checked against; default
-    its backend's runtime."""
+    options). An edge from a source framework (``torch``) builds from the loaded source model instead:
+    ``build_source(source_model, output_path, options)``, with ``options(given) -> options with defaults``
+    checking the target's options before anything is exported. ``reference(source_artifact)``: the source
+    opened so that it computes as the output must (the same graph optimizations), which the output is checked
+    against; default its backend's runtime."""
 
     source: str
     target: str
-    build: Callable
+    build: Callable[[Path, Path], dict] | None = None
     description: str = ""
     reference: Callable | None = None
     options: Callable[[dict], dict] | None = None
+    build_source: Callable | None = None
 
 
 BACKENDS: dict[str, Backend] = {}

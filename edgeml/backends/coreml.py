@@ -72,4 +72,5 @@ def _build(source, out: Path, options: dict) -> dict:
 
 register(Backend("coreml", ".mlpackage", "CoreML mlprogram package for iOS/macOS apps (predicts on macOS only)",
                  _runtime, _inspect, tools=("coremltools",), folder=True),
-         Edge("torch", "coreml", _build, "coremltools from the torch.export program", options=check_options))
+         Edge("torch", "coreml", description="coremltools from the torch.export program", options=check_options,
+              build_source=_build))
