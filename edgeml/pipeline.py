@@ -19,7 +19,7 @@ from .data import (check_sizes, declare_ranges, describe_feeds, generated_failur
                    random_feeds, read_feeds)
 from .datafiles import is_text_file
 from . import backends
-from .errors import CheckFailed, ExportError, InputError, first_line, no_such_file
+from .errors import BackendMissing, CheckFailed, ExportError, InputError, first_line, no_such_file
 from .files import check_target, sha256, temp_path
 from .manifest import MANIFEST_NAME, install, manifest_entry, read_manifest, remove_artifact
 from .model_meta import TASKS, ModelMeta, input_meta
@@ -195,8 +195,6 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
         return Built(built, record)
 
     def check(built: Built) -> CheckResult | None:
-        from .errors import BackendMissing
-
         try:
             return _check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
                           runtime=backend.runtime, precision=options.get("precision", "fp32"))
@@ -286,10 +284,11 @@ def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, da
     what it was built from is what it must compute."""
     backend = backends.named(target)
     final = parent.path.with_suffix(backend.suffix)
+    edges = backends.path_to(target, parent.target)
 
     def build(staging: Path) -> Built:
         current, conversion = parent.path, []
-        for edge in backends.path_to(target, parent.target):
+        for edge in edges:
             built = staging / f"{final.stem}{backends.named(edge.target).suffix}"
             conversion.append({"edge": f"{edge.source} -> {edge.target}", **edge.build(current, built)})
             current = built
@@ -298,7 +297,6 @@ def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, da
         return Built(current, {"built_from": parent.path.name, "conversion": conversion}, companions)
 
     def check(built: Built) -> CheckResult:
-        edges = backends.path_to(target, parent.target)
         opener = (len(edges) == 1 and edges[0].reference) or backends.named(parent.target).runtime
         with opener(parent.path) as reference:
             return _check(source, built.path, built.record, data, None, None, steps.shapes, say, reference=reference,

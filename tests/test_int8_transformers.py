@@ -103,6 +103,16 @@ def _quantization(model, out, **options):
                           check=False).artifacts[1].record["quantization"]
 
 
+def _isolated(tmp_path, monkeypatch):
+    """An empty current folder and an empty temp folder, to see what a run leaves in either."""
+    cwd, temp = tmp_path / "cwd", tmp_path / "temp"
+    cwd.mkdir()
+    temp.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return cwd, temp
+
+
 def test_embedding_model_dynamic_int8_leaves_no_litter(bert, tmp_path, monkeypatch):
     """Judged on cosine over real tokens (never on labels, though sentence_embedding is 2-D), per-channel
     weights and an int8 embedding table; nothing written to the current or the temp directory."""
@@ -110,11 +120,7 @@ def test_embedding_model_dynamic_int8_leaves_no_litter(bert, tmp_path, monkeypat
     from onnx import numpy_helper
 
     model, data = bert
-    cwd, temp = tmp_path / "cwd", tmp_path / "temp"
-    cwd.mkdir()
-    temp.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    cwd, temp = _isolated(tmp_path, monkeypatch)
     report = _quantization(model, tmp_path / "out", eval_data=data)
     assert list(cwd.iterdir()) == [] and list(temp.iterdir()) == []
     # the dynamo export defeats symbolic shape inference: the case where onnxruntime writes its temp files
@@ -226,11 +232,7 @@ def test_static_int8_through_an_attention_mask(bert, tmp_path, method, monkeypat
     """The mask path's -3.4e38 stays out of the ranges: every method ends in a file or a clean gate failure,
     and leaves nothing in the current or the temp directory."""
     model, data = bert
-    cwd, temp = tmp_path / "cwd", tmp_path / "temp"
-    cwd.mkdir()
-    temp.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    cwd, temp = _isolated(tmp_path, monkeypatch)
     try:
         report = _quantization(model, tmp_path, calib=data, calib_samples=40, eval_samples=26, method=method,
                                max_rounds=1)
