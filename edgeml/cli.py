@@ -182,13 +182,17 @@ def _source_options(command):
 CONVERT_SECTIONS = (
     ("Source (what MODEL is and how to load it)",
      ("--input", "--sample", "--model-class", "--model-kwargs", "--trust-pickle", "--task", "--trust-remote-code")),
-    ("Export (MODEL to ONNX)", ("--to", "--dynamic-batch", "--opset", "--no-optimize", "--no-fuse")),
+    ("Export (MODEL to ONNX, and with --fp16 an FP16 copy checked against the source)",
+     ("--to", "--dynamic-batch", "--opset", "--no-optimize", "--no-fuse", "--fp16")),
     ("Check (every artifact against its source, on the same inputs)",
      ("--data", "--shape", "--no-check", "--atol", "--rtol")),
     ("INT8 (with --int8: calibration, the accuracy gate against FP32, image preprocessing)",
      ("--int8", "--calib", "--calib-samples", "--calib-method", "--int8-target", "--max-accuracy-drop", "--min-cosine",
       "--eval-data", "--eval-labels", "--resize", "--mean", "--std", "--layout", "--scale")),
-    ("CoreML (with --to coreml: an .mlpackage built from the PyTorch source)", ("--precision", "--min-target")),
+    ("CoreML (with --to coreml: an .mlpackage built from the PyTorch source; --int8, --int4 or --palettize also "
+     "write NAME.<compression>.mlpackage)", ("--precision", "--min-target", "--int4", "--palettize", "--enumerate")),
+    ("TensorRT (with --to tensorrt: an engine built on this machine's NVIDIA GPU from the checked ONNX)",
+     ("--workspace", "--timing-cache", "--opt-level", "--trt-compat")),
     ("Output (where the artifacts and edgeml.json go)", ("--output", "--name")),
 )
 
@@ -196,8 +200,8 @@ CONVERT_SECTIONS = (
 @main.command(cls=_Sections, sections=CONVERT_SECTIONS)
 @click.argument("model", type=click.Path())
 @click.option("--to", "to", default="onnx", show_default=True,
-              help=f"Targets, comma-separated: {', '.join(BACKENDS)} (ort from the checked ONNX artifact, and "
-                   "from the INT8 one with --int8; coreml from the PyTorch source).")
+              help=f"Targets, comma-separated: {', '.join(BACKENDS)} (ort and tensorrt from the checked ONNX "
+                   "artifact, and from the INT8 and FP16 ones; coreml from the PyTorch source).")
 @click.option("-o", "--output", "output_dir", default="build", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the artifacts and edgeml.json.")
 @_source_options
@@ -222,7 +226,12 @@ CONVERT_SECTIONS = (
               help="Relative tolerance of the check, as --atol (fp32 default 1e-3, fp16 1e-2).")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")
 @click.option("--name", help="Artifact file name without suffix (default: the model file's name).")
-@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static INT8 from --calib data, else dynamic INT8.")
+@click.option("--int8", is_flag=True,
+              help="Also write NAME.int8.onnx: static INT8 from --calib data, else dynamic INT8; with --to coreml also "
+                   "NAME.int8.mlpackage (int8 weights) or, with --calib, NAME.w8a8.mlpackage (iOS17).")
+@click.option("--fp16", is_flag=True,
+              help="Also write NAME.fp16.onnx: FP16 weights and compute, float32 inputs/outputs; for GPUs and TensorRT. "
+                   "Nodes that lose accuracy in FP16 stay FP32.")
 @click.option("--calib", metavar="DATA",
               help="Calibration data: .npy, .npz, a folder of them or of images, a .csv, or file.py:function / module:function.")
 @click.option("--calib-samples", type=int, default=128, show_default=True, help="Samples to calibrate on (a seeded subset).")
@@ -248,10 +257,24 @@ CONVERT_SECTIONS = (
               help="CoreML compute precision (default fp16, what the Neural Engine runs).")
 @click.option("--min-target", type=click.Choice(list(COREML_TARGETS)),
               help="Oldest OS the CoreML package runs on (default iOS16, the first with mlprogram).")
+@click.option("--int4", is_flag=True, help="CoreML: also NAME.int4.mlpackage, int4 weights in blocks of 32 (iOS18).")
+@click.option("--palettize", type=click.Choice(["4", "6", "8"]),
+              help="CoreML: also NAME.palettizeN.mlpackage, weights as N-bit look-up tables (k-means).")
+@click.option("--enumerate", "enumerations", multiple=True, metavar="NAME=VALUES",
+              help="CoreML: fixed sizes instead of a range (faster on the Neural Engine), per dim (batch=1,4,8) or "
+                   "per input (x=1x3x224x224,1x3x160x160); repeatable.")
+@click.option("--workspace", metavar="SIZE", help="TensorRT: scratch memory for the builder, MiB or e.g. 2GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False),
+              help="TensorRT: a timing cache file, read and updated by every build (faster rebuilds).")
+@click.option("--opt-level", type=click.IntRange(0, 5),
+              help="TensorRT: builder optimization level, 0-5 (default 3; higher builds longer).")
+@click.option("--trt-compat", type=click.Choice(["none", "version", "hardware", "both"]),
+              help="TensorRT: engines that run on later TensorRT versions and/or any Ampere+ GPU (default none).")
 def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, trust_pickle, dynamic_batch, data, shapes,
             task, trust_remote_code, no_optimize, no_fuse, no_check, atol, rtol, opset, name, int8, calib, calib_samples,
             calib_method, int8_target, max_accuracy_drop, min_cosine, eval_data, eval_labels, resize, mean, std, layout,
-            scale, precision, min_target):
+            scale, precision, min_target, fp16, int4, palettize, enumerations, workspace, timing_cache, opt_level,
+            trt_compat):
     """Convert MODEL to checked artifacts.
 
     MODEL is a .pt2 (torch.export), a TorchScript .pt, a state dict .pt/.pth (with --model-class), a .skops,
@@ -269,6 +292,9 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
       edgeml convert model.pt2 --int8 --calib images/ --calib-samples 256 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
       edgeml convert model.pt2 --int8 --calib calib.npz --calib-method entropy --max-accuracy-drop 1
       edgeml convert model.onnx --int8                  (no calibration data: dynamic INT8)
+      edgeml convert model.pt2 --fp16                   (also build/model.fp16.onnx, for GPUs and TensorRT)
+      edgeml convert model.pt2 --to onnx,coreml --palettize 4 --shape batch=1..8
+      edgeml convert model.pt2 --to tensorrt --fp16 --shape batch=1..8   (on the device; elsewhere: exit 3, the command)
       edgeml convert path/to/hf-folder --int8 --shape sequence=128
     """
     from .pipeline import convert as run_convert
@@ -277,13 +303,20 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
                                  eval_data, eval_labels, resize, mean, std, layout, scale)
     from .files import size_of
 
+    compression = _coreml_compression(to, int8, calib, int4, palettize)
     _err(f"edgeml convert {model} -> {to}")
     result = run_convert(model, to, output_dir, inputs=list(inputs) or None, dynamic_batch=dynamic_batch, sample=sample,
                          data=data, model_class=model_class, model_kwargs=model_kwargs, trust_pickle=trust_pickle,
                          optimize=not no_optimize, check=not no_check, atol=atol, rtol=rtol, opset=opset, name=name,
                          int8=quantization, progress=_say, task=task, trust_remote_code=trust_remote_code,
                          shapes=list(shapes) or None, fuse=not no_fuse,
-                         target_options=_coreml_options(precision, min_target))
+                         target_options=_target_options(
+                             coreml=dict(precision=precision, min_target=min_target, compress=compression,
+                                         calib=calib if compression == "w8a8" else None,
+                                         shapes=_enumerations(enumerations)),
+                             tensorrt=dict(workspace=workspace, timing_cache=timing_cache, opt_level=opt_level,
+                                           compat=trt_compat)),
+                         fp16=fp16)
     for artifact in result.artifacts:
         status = "checked" if artifact.check or "quantization" in artifact.record else "UNVERIFIED"
         size = size_of(artifact.path) / 1024
@@ -292,6 +325,10 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
             click.echo(f"wrote {artifact.path.parent / companion} (read by {artifact.path.name}'s encode())")
         if "quantization" in artifact.record:
             _render_quantization(artifact.record["quantization"])
+        fp16_record = next((step for step in artifact.record.get("conversion", ()) if step.get("edge") == "onnx -> fp16 onnx"),
+                           None)
+        if fp16_record is not None:
+            _render_fp16(fp16_record)
     click.echo(f"wrote {result.manifest}")
 
 
@@ -304,10 +341,40 @@ def _numbers(text: str | None, flag: str, separator: str = ",") -> tuple | None:
         raise click.BadParameter(f"{text!r} is not a list of numbers", param_hint=flag) from None
 
 
-def _coreml_options(precision, min_target) -> dict | None:
-    """--precision and --min-target, as convert's target options (None when neither is given)."""
-    given = {k: v for k, v in (("precision", precision), ("min_target", min_target)) if v is not None}
-    return {"coreml": given} if given else None
+def _target_options(**targets: dict) -> dict:
+    """Each target's flags that were given, as convert's target options (convert refuses those of a target
+    --to does not name)."""
+    given = {target: {k: v for k, v in flags.items() if v is not None} for target, flags in targets.items()}
+    return {target: flags for target, flags in given.items() if flags}
+
+
+def _coreml_compression(to: str, int8: bool, calib, int4: bool, palettize) -> str | None:
+    """The CoreML compression the flags ask for: --int4, --palettize N, else --int8 (W8A8 with --calib, weights
+    only without) when --to names coreml."""
+    asked = [c for c, wanted in (("int4", int4), (f"palettize{palettize}", palettize)) if wanted]
+    if len(asked) > 1:
+        raise InputError("--int4 and --palettize are two CoreML compressions; give one per run")
+    if asked:
+        return asked[0]
+    if int8 and "coreml" in {t.strip().lower() for t in to.split(",")}:
+        return "w8a8" if calib else "int8"
+    return None
+
+
+def _key_values(values, flag: str, example: str = "trt_fp16_enable=1") -> dict | None:
+    """A repeatable KEY=VALUE flag as {KEY: VALUE}; None when not given."""
+    found = {}
+    for value in values:
+        key, equals, given = value.partition("=")
+        if not equals or not key.strip() or not given.strip():
+            raise click.BadParameter(f"{value!r}: give KEY=VALUE, e.g. {example}", param_hint=flag)
+        found[key.strip()] = given.strip()
+    return found or None
+
+
+def _enumerations(values) -> dict | None:
+    """--enumerate NAME=VALUES, repeatable, as {NAME: VALUES} (CoreML's option reads VALUES)."""
+    return _key_values(values, "--enumerate", "batch=1,4,8 or x=1x3x224x224,1x3x160x160")
 
 
 def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, min_cosine, eval_data, eval_labels,
@@ -353,6 +420,15 @@ def _render_quantization(report: dict) -> None:
     click.echo("\n".join(lines))
 
 
+def _render_fp16(record: dict) -> None:
+    """The FP16 conversion in a line or two: weights, sizes, what stayed FP32 and why."""
+    lines = [f"  FP16: {record['fp16_weight_share']:.0%} of the weights in FP16, {record['size_fp32_bytes'] / 1024:.1f} KiB "
+             f"-> {record['size_fp16_bytes'] / 1024:.1f} KiB, {len(record['rounds'])} round(s) against FP32"]
+    if record["kept_fp32"]:
+        lines.append("  kept in FP32: " + "; ".join(f"{node} ({why})" for node, why in record["kept_fp32"].items()))
+    click.echo("\n".join(lines))
+
+
 def _int_list(ctx, param, value):
     if value is None:
         return [None]
@@ -378,7 +454,8 @@ def _fraction(ctx, param, value):
 BENCH_SECTIONS = (
     ("Inputs (what each call is fed)", ("--batch", "--data", "--text", "--shape", "--seed")),
     ("Method (where and how the calls are timed)",
-     ("--device", "--threads", "--clock", "--warmup", "--warmup-ms", "--runs", "--min-seconds", "--max-seconds")),
+     ("--device", "--option", "--threads", "--clock", "--warmup", "--warmup-ms", "--runs", "--min-seconds",
+      "--max-seconds")),
     ("Gate (exit 1 when over budget or regressed) and comparison",
      ("--budget-ms", "--percentile", "--baseline", "--max-regression", "--against")),
     ("Reports", ("--json", "--save-samples", "--junit", "--markdown", "--html")),
@@ -399,6 +476,9 @@ BENCH_SECTIONS = (
 @click.option("--batch", default="1", show_default=True, callback=_int_list, help="Batch size, or a list: 1,8,32.")
 @click.option("--threads", default=None, callback=_int_list, help="Intra-op threads, or a list: 1,2 (default: the backend's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda[:N], or tensorrt (ONNX Runtime provider).")
+@click.option("--option", "runtime_options", multiple=True, metavar="KEY=VALUE",
+              help="A runtime option of the artifact's backend, repeatable: onnxruntime's GPU provider options "
+                   "(trt_fp16_enable=1, trt_engine_cache_path=DIR...), CoreML's compute_units=CPU_AND_NE.")
 @click.option("--data", help="Real inputs, cycled, instead of random ones (any --calib kind of source).")
 @click.option("--text", type=click.Path(dir_okay=False),
               help="A file of sentences, one a line, tokenized by the artifact's tokenizer: real inputs for text models.")
@@ -425,9 +505,9 @@ BENCH_SECTIONS = (
               help="Write one self-contained HTML page with the table, a histogram and a CDF (works offline).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @_source_options
-def bench(artifact, budget_ms, percentile, clock, batch, threads, device, data, text, shapes, warmup_runs, warmup_ms, min_runs, min_seconds,
-          max_seconds, baseline, max_regression, against, json_path, save_samples, junit_path, markdown_path, html_path,
-          seed, inputs, sample, model_class, model_kwargs, trust_pickle):
+def bench(artifact, budget_ms, percentile, clock, batch, threads, device, runtime_options, data, text, shapes, warmup_runs,
+          warmup_ms, min_runs, min_seconds, max_seconds, baseline, max_regression, against, json_path, save_samples,
+          junit_path, markdown_path, html_path, seed, inputs, sample, model_class, model_kwargs, trust_pickle):
     """Measure ARTIFACT's latency per call and gate on it: load time, first inference, percentiles, throughput.
 
     The gate judges --percentile (p90 by default) of each call's own time (wall time less the time its
@@ -460,7 +540,8 @@ def bench(artifact, budget_ms, percentile, clock, batch, threads, device, data, 
                           baseline=baseline,
                           max_regression=max_regression, against=against, progress=_say,
                           source=dict(inputs=list(inputs) or None, sample=sample, model_class=model_class,
-                                      model_kwargs=model_kwargs, trust_pickle=trust_pickle))
+                                      model_kwargs=model_kwargs, trust_pickle=trust_pickle),
+                          runtime_options=_key_values(runtime_options, "--option"))
     for path in write_reports(results, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path,
                               html_path=html_path, samples=save_samples):
         _err(f"wrote {path}")
@@ -502,6 +583,11 @@ def _render_bench(results) -> None:
             click.echo(f"  warning: {note}")
 
 
+#: What every backend's summary holds (``inspection.summary``); inspect prints the rest as it comes.
+_COMMON_SUMMARY = {"file", "size_bytes", "inputs", "outputs", "ir_version", "opsets", "producer", "parameters", "nodes",
+                   "ops", "quantized", "precision", "metadata"}
+
+
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -525,6 +611,10 @@ def inspect(artifact, as_json):
     click.echo(f"parameters: {info['parameters']:,}   nodes: {info['nodes']}")
     click.echo(f"precision: {info['precision']}" + ("  (quantized)" if info["quantized"] else ""))
     click.echo("ops: " + ", ".join(f"{op} x{n}" for op, n in info["ops"].items()))
+    for key, value in info.items():  # what only this backend says (CoreML's weights, an engine's build record)
+        if key not in _COMMON_SUMMARY and value not in (None, {}, []):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+            click.echo(f"{key.replace('_', ' ')}: {shown}")
 
 
 @main.command()

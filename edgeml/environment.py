@@ -63,17 +63,15 @@ def _version(name: str) -> str | None:
         return None
 
 
-def fingerprint(backend: str = "onnxruntime", device: str = "cpu", threads: int | None = None) -> dict:
+def fingerprint(backend: str = "onnxruntime", device: str = "cpu", threads: int | None = None,
+                tools: tuple[str, ...] = ("onnxruntime", "onnxruntime-gpu")) -> dict:
+    """This machine, and the versions of ``tools`` (the packages the measured runtime computes with)."""
     model, _ = _cpuinfo()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    packages = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",), "sklearn": ("scikit-learn",)}
-    versions = {}
-    for package in packages.get(backend, (backend,)):
-        if _version(package):
-            versions[package] = _version(package)
+    versions = {package: _version(package) for package in tools if _version(package)}
     result = {
         "cpu": model,
         "cores": os.cpu_count(),

@@ -36,15 +36,14 @@ MANIFEST_NAME = "edgeml.json"
 #: Exists only while a writer holds the folder's lock (or after a kill, until the next writer takes it).
 LOCK_NAME = ".edgeml.lock"
 SCHEMA_VERSION = 1
-#: The packages of the source frameworks; each backend names its own (``backends.Backend.tools``).
-_SOURCE_TOOLS = ("torch", "scikit-learn", "skl2onnx", "transformers")
 
 
 def tool_versions() -> dict[str, str]:
-    from . import backends
+    """The versions of edgeml and of every package a backend or a source framework names (their ``tools``)."""
+    from . import backends, sources
 
     versions = {}
-    for name in ("edgeml", "numpy", *backends.tools(), *_SOURCE_TOOLS):
+    for name in dict.fromkeys(("edgeml", "numpy", *backends.tools(), *sources.tools())):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

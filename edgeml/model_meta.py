@@ -134,8 +134,9 @@ def input_meta(model) -> ModelMeta:
             meta.roles[spec.name] = role
     integers = [s.name for s in specs if dtype_kind(s) in ("i", "u")]
     if any(name not in meta.vocab for name in integers):
-        if proto is None and getattr(model, "backend", None) == "onnxruntime" and getattr(model, "path", None):
-            proto = read_onnx(model.path, weights=False)
+        path = str(getattr(model, "path", None) or "")
+        if proto is None and getattr(model, "backend", None) == "onnxruntime" and path.lower().endswith(".onnx"):
+            proto = read_onnx(path, weights=False)  # an ORT format file (.ort) has no ONNX graph to read
         found = index_table_rows(proto) if proto is not None else {}
         meta.vocab = {**{k: v for k, v in found.items() if k in integers}, **meta.vocab}
     if meta.max_length:

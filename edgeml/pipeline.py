@@ -23,6 +23,7 @@ from .errors import BackendMissing, CheckFailed, ExportError, InputError, first_
 from .files import check_target, sha256, temp_path
 from .manifest import MANIFEST_NAME, install, manifest_entry, read_manifest, remove_artifact
 from .model_meta import TASKS, ModelMeta, input_meta
+from . import sources
 from .sources import load_source
 from .sources.base import SourceModel
 from .spec import batched, fixed_batch
@@ -74,7 +75,7 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
             check: bool = True, atol: Tolerance = None, rtol: Tolerance = None, opset: int | None = None,
             name: str | None = None, int8=False, progress: Callable[[str], None] | None = None,
             task: str | None = None, trust_remote_code: bool = False, shapes: Mapping[str, int] | None = None,
-            fuse: bool = True, target_options: Mapping[str, dict] | None = None) -> ConvertResult:
+            fuse: bool = True, target_options: Mapping[str, dict] | None = None, fp16: bool = False) -> ConvertResult:
     """Convert ``model`` (an object, a file, or a Hugging Face folder) to checked artifacts in ``output_dir``.
 
     ``inputs``: specs like ``"x:1x3x224x224"``; ``sample``: rows (file or DataFrame) giving a scikit-learn
@@ -87,6 +88,8 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     run its own code. ``shapes``: sizes of symbolic dims in generated check inputs, e.g. ``{"sequence": 128}``.
     ``atol``/``rtol``: the check's tolerances, a number, or {output name: number} (the rest at the default).
     ``target_options``: {target: its build options}, e.g. ``{"coreml": {"precision": "fp32"}}``.
+    ``fp16``: also write ``NAME.fp16.onnx``, the FP32 artifact with FP16 weights and compute and float32 inputs
+    and outputs (``converters.onnx_fp16``), checked against the source with the fp16 tolerances.
     ``fuse``: apply onnxruntime's transformer fusions (Attention, SkipLayerNormalization...) where they match;
     the artifact then needs onnxruntime, not any ONNX runtime.
     Raises CheckFailed (exit 1) when an artifact does not match its source, unless ``check=False``.
@@ -122,15 +125,18 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     source.inputs, source.meta = declare_ranges(source.inputs, source.meta, shapes.ranges)
     check_sizes(source.inputs, shapes, source.meta,
                 batch_fix=f"the check runs {CHECK_SAMPLES} generated samples, or the rows of --data")
-    if int8 and source.kind == "sklearn":
-        raise InputError("--int8 applies to neural networks: scikit-learn models convert to ai.onnx.ml operators, "
-                         "which have no INT8 form; drop --int8")
+    for flag, wanted in (("--int8", int8), ("--fp16", fp16)):
+        if wanted and sources.framework(source).tabular:
+            raise InputError(f"{flag} applies to neural networks: scikit-learn models convert to ai.onnx.ml "
+                             f"operators, which have no {flag[2:].upper()} form; drop {flag}")
     say(f"loaded {source.kind} model ({source.format}); inputs: {', '.join(map(str, source.inputs))}")
     for note in source.notes:
         say(note)
     stem = name or (_source_stem(Path(source.path)) if source.path else "model")
     fp32_final, int8_final = output_dir / f"{stem}.onnx", output_dir / f"{stem}.int8.onnx"
-    for final in (fp32_final, int8_final) if int8 else (fp32_final,):
+    fp16_final = output_dir / f"{stem}.fp16.onnx"
+    variants = [final for final, wanted in ((int8_final, int8), (fp16_final, fp16)) if wanted]
+    for final in [fp32_final, *variants]:
         check_target(final)
     plans = {t: backends.plan(t, source.kind) for t in dict.fromkeys(targets) if t != "onnx"}
     from_source = [t for t, edges in plans.items() if edges[0].source == source.kind != "onnx"]
@@ -139,34 +145,109 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     unknown = sorted(set(target_options or {}) - set(plans))
     if unknown:
         raise InputError(f"options given for {', '.join(unknown)}, which --to does not name; add it to --to or drop them")
-    if int8 and "onnx" not in targets and not derived:
-        raise InputError("--int8 makes the ONNX INT8 artifact; add onnx to --to (CoreML compression is not in this "
-                         "version)")
+    compressed = {t: options[t]["compress"] for t in from_source if options[t].get("compress")}
+    if int8 and "onnx" not in targets and not derived and not compressed:
+        raise InputError("--int8 makes the ONNX INT8 artifact; add onnx to --to")
+    if fp16 and "onnx" not in targets and not derived:
+        raise InputError("--fp16 makes the ONNX FP16 artifact; add onnx to --to (CoreML packages are FP16 by default: "
+                         "--precision)")
+    for target in compressed:
+        options[target] = _with_calibration(options[target], source, int8)
+        check_target(fp32_final.with_suffix(f".{compressed[target]}{backends.named(target).suffix}"),
+                     backends.named(target).folder)
+    listed = _listed_parent(source, fp32_final, targets, int8 or fp16)
+    if fp16:
+        from .converters.onnx_fp16 import converter
+
+        converter()  # a missing onnxconverter-common fails now, not after the export
     for target in derived + from_source:
-        for final in (fp32_final, int8_final)[:1 + bool(int8 and target in derived)]:
+        for final in [fp32_final, *variants] if target in derived else [fp32_final]:
             check_target(final.with_suffix(backends.named(target).suffix), backends.named(target).folder)
-    steps = Steps(optimize, fuse, check, opset, shapes)
+    plain = [t for t in derived if backends.path_to(t)[0].refusal({"fusion": {"applied": True}})]
+    if fuse and plain:
+        say(f"not fusing for onnxruntime: --to {', '.join(plain)} reads plain ONNX (it fuses on its own)")
+    steps = Steps(optimize, fuse and not plain, check, opset, shapes)
+    missing: list[BackendMissing] = []  # targets that cannot be built here: said together, at the end
 
     def from_the_source() -> list[Artifact]:  # after the ONNX ones: a failed ONNX check leaves none of them
-        return [_from_source(t, plans[t][0], source, fp32_final, steps, data, atol, rtol, say, options[t])
-                for t in from_source]
+        built = []
+        for target in from_source:
+            plain_options = {**options[target], "compress": None, "calib": None} if target in compressed else options[target]
+            built.append(_from_source(target, plans[target][0], source, fp32_final, steps, data, atol, rtol, say,
+                                      plain_options))
+            if target in compressed:
+                built.append(_from_source(target, plans[target][0], source, fp32_final, steps, data, atol, rtol, say,
+                                          options[target], variant=compressed[target]))
+        return built
 
     if "onnx" not in targets and not derived:
         return ConvertResult(source, from_the_source(), output_dir / MANIFEST_NAME)
-    fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # the other targets start here
+    if listed is not None:  # a checked ONNX artifact, the start of targets built on the device that runs them
+        fp32, unfused = listed, None
+        say(f"building from {fp32.path.name}, checked and listed in {MANIFEST_NAME}: it stays as it is")
+    else:
+        fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # the other targets start here
     # What was converted from the old ONNX artifacts does not compute the new ones: gone before anything is
     # built from them (a failed rebuild must not leave them listed as checked against the new file).
     for entry in read_manifest(output_dir)["artifacts"]:
-        if entry.get("build", {}).get("built_from") in (fp32_final.name, int8_final.name):
+        if (entry.get("build", {}).get("built_from") in (fp32_final.name, int8_final.name, fp16_final.name)
+                and (listed is None or entry["target"] in derived)):
             remove_artifact(output_dir / entry["file"])
     onnx_artifacts = [fp32]
+    # Built from the previous FP32 model, old INT8 and FP16 files must not outlive a failed rebuild.
+    for final in variants:
+        remove_artifact(final)
     if int8:
-        # Built from the previous FP32 model, the old INT8 file must not outlive a failed rebuild.
-        remove_artifact(int8_final)
         onnx_artifacts.append(_build_int8(fp32, int8_final, int8, source, say, unfused))
+    if fp16:
+        onnx_artifacts.append(_build_fp16(fp32, fp16_final, source, steps, data, say))
     for parent in list(onnx_artifacts):
-        onnx_artifacts += [_derive(parent, target, source, steps, data, say) for target in derived]
-    return ConvertResult(source, onnx_artifacts + from_the_source(), output_dir / MANIFEST_NAME)
+        for target in derived:
+            refused = backends.path_to(target, parent.target)[0].refusal(parent.record)
+            if refused:
+                say(f"no {target} from {parent.path.name}: {refused}")
+                continue
+            try:
+                onnx_artifacts.append(_derive(parent, target, source, steps, data, say, options[target]))
+            except BackendMissing as exc:
+                say(f"{target} from {parent.path.name}: {first_line(exc)}")
+                missing.append(exc)
+    artifacts = onnx_artifacts + from_the_source()
+    if missing:
+        raise BackendMissing("; ".join(dict.fromkeys(first_line(exc) for exc in missing)))
+    return ConvertResult(source, artifacts, output_dir / MANIFEST_NAME)
+
+
+def _listed_parent(source: SourceModel, final: Path, targets: list[str], variants) -> Artifact | None:
+    """The ONNX artifact ``source`` is, when it is converted in place (into its own folder, under its own
+    name) for targets built from it, as on the device that builds a TensorRT engine: listed in its folder's
+    manifest with the same bytes, it is used as it is. None when the source is not in place; a source in place
+    that is not a listed artifact, or asked to be rebuilt, is an error."""
+    if not (source.kind == "onnx" and source.path and final.resolve() == Path(source.path).resolve()):
+        return None
+    fix = "pick another output folder (-o) or --name"
+    if "onnx" in targets or variants:
+        raise InputError(f"the output {final} would overwrite the source; {fix} (in its own folder a listed artifact "
+                         "is only converted on to other targets, e.g. --to tensorrt)")
+    entry = manifest_entry(final)
+    if entry is None or entry.get("sha256") != sha256(final):
+        raise InputError(f"{final} is not an artifact its folder's {MANIFEST_NAME} lists (or it changed since): "
+                         f"converting it in place would leave it unchecked; {fix}")
+    artifact = Artifact(final, "onnx", None, dict(entry.get("build", {})))
+    artifact.info = {**backends.inspect(final), "file": str(final)}
+    return artifact
+
+
+def _with_calibration(options: dict, source: SourceModel, int8) -> dict:
+    """A from-source target's options with calibration data (a path or function, ``options["calib"]``) read
+    into input batches, as INT8 reads it: ``int8``'s image options and sample count when given."""
+    from .datafiles import open_source
+
+    calib = options.get("calib")
+    if calib is None or not isinstance(calib, (str, Path)) and not callable(calib):
+        return options
+    image, samples = (int8.image, int8.calib_samples) if int8 else (None, 128)
+    return {**options, "calib": open_source(calib, source.inputs, image=image).split(samples, 0)[0]}
 
 
 def _target_options(target: str, edges: list, given: dict) -> dict:
@@ -180,12 +261,13 @@ def _target_options(target: str, edges: list, given: dict) -> dict:
 
 
 def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Steps, data, atol, rtol, say,
-                 options: dict) -> Artifact:
+                 options: dict, variant: str | None = None) -> Artifact:
     """A target built from the source model itself (CoreML from torch), checked against it: numerically where
     its runtime runs, else on its structure (input and output names, ranks, fixed dims and ranges), which the
-    manifest records as ``unverified`` with the reason, never ``passed``."""
+    manifest records as ``unverified`` with the reason, never ``passed``. ``variant``: the compression its
+    options ask for, which names the artifact (``m.int8.mlpackage``)."""
     backend = backends.named(target)
-    final = stem.with_suffix(backend.suffix)
+    final = stem.with_suffix(f".{variant}{backend.suffix}" if variant else backend.suffix)
 
     def build(staging: Path) -> Built:
         built = staging / final.name
@@ -202,8 +284,10 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
             problems = _structure_problems(source, backends.inspect(built.path), built.record["conversion"][0]["outputs"])
             if problems:
                 raise CheckFailed(f"{final.name}: {'; '.join(problems)}; nothing written") from exc
+            stored = built.record["conversion"][0].get("compression", {}).get("method")
             built.record["unverified"] = (f"{first_line(exc)}; checked here: input names, ranks, fixed dims and "
-                                          "ranges, and output names, against the source")
+                                          "ranges, and output names, against the source"
+                                          + (f", and weights stored as {stored}" if stored else ""))
             say(f"{final.name}: not run here ({first_line(exc)}); its structure matches the source")
             return None
 
@@ -278,10 +362,39 @@ def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, 
     return _produce(final, "onnx", source, build)
 
 
-def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, data, say) -> Artifact:
+def _build_fp16(fp32: Artifact, final: Path, source: SourceModel, steps: Steps, data, say) -> Artifact:
+    """The FP16 artifact of ``fp32`` (``converters.onnx_fp16``: its rounds judge it against FP32 on generated
+    probe inputs), then checked against the source model on the check's inputs with the fp16 tolerances."""
+    from .converters.onnx_fp16 import build_fp16
+    from .spec import TensorSpec
+
+    specs = [TensorSpec.from_dict(spec) for spec in fp32.info["inputs"]]
+
+    def build(staging: Path) -> Built:
+        built = staging / final.name
+        record = build_fp16(fp32.path, built, specs, say, sizes=steps.shapes, meta=input_meta(fp32.path),
+                            strict=steps.check)
+        kept = f", {len(record['kept_fp32'])} node(s) kept in FP32" if record["kept_fp32"] else ""
+        say(f"converted {fp32.path.name} to FP16: {record['fp16_weight_share']:.0%} of the weights in FP16{kept}")
+        companions = {name: fp32.path.parent / name for name in fp32.record.get("companions", ())}
+        for name, companion in companions.items():  # read beside it by the check (sentences: its tokenizer)
+            shutil.copyfile(companion, staging / name)
+        return Built(built, {"built_from": fp32.path.name, "checked_against": "the source model",
+                             "conversion": [{"edge": "onnx -> fp16 onnx", **record}],
+                             **({"companions": sorted(companions)} if companions else {})}, companions)
+
+    def check(built: Built) -> CheckResult:
+        return _check(source, built.path, built.record, data, None, None, steps.shapes, say, precision="fp16")
+
+    return _produce(final, "onnx", source, build, check if steps.check else None,
+                    hint=" (use --no-check to keep it for debugging)")
+
+
+def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, data, say,
+            options: dict | None = None) -> Artifact:
     """``parent`` (an ONNX artifact) converted along the backend table's edges to ``target``, written beside it
     (``m.onnx`` -> ``m.ort``, ``m.int8.onnx`` -> ``m.int8.ort``) and checked against it on the check's inputs:
-    what it was built from is what it must compute."""
+    what it was built from is what it must compute. ``options``: the target's, for the edge that takes them."""
     backend = backends.named(target)
     final = parent.path.with_suffix(backend.suffix)
     edges = backends.path_to(target, parent.target)
@@ -290,7 +403,8 @@ def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, da
         current, conversion = parent.path, []
         for edge in edges:
             built = staging / f"{final.stem}{backends.named(edge.target).suffix}"
-            conversion.append({"edge": f"{edge.source} -> {edge.target}", **edge.build(current, built)})
+            made = edge.build(current, built, options) if edge.options is not None else edge.build(current, built)
+            conversion.append({"edge": f"{edge.source} -> {edge.target}", **made})
             current = built
         say(f"converted {parent.path.name} to {target}: {backend.description}")
         companions = {name: parent.path.parent / name for name in parent.record.get("companions", ())}
@@ -316,7 +430,7 @@ def _build_onnx(source: SourceModel, final: Path, steps: Steps, data, atol, rtol
     previous = manifest_entry(final)
     if previous and previous.get("source") != source.to_record():
         say(f"replacing {final} (built before from {previous.get('source', {}).get('file') or 'an in-memory model'})")
-    proto, record = export_onnx(source, steps.opset)
+    proto, record = sources.framework(source).export(source, steps.opset)
     unfused = None
     say(f"exported with {record['exporter']}" + (f" (dynamo failed: {record['fallback_reason']})" if "fallback_reason" in record else ""))
     if steps.optimize:
@@ -326,7 +440,7 @@ def _build_onnx(source: SourceModel, final: Path, steps: Steps, data, atol, rtol
         opt = record["optimizer"]
         say(f"optimized with onnxslim: {opt['nodes_before']} -> {opt['nodes_after']} nodes" if opt["applied"]
             else f"not optimized: {opt['reason']}; kept the exported graph")
-        if steps.fuse and source.kind == "torch":
+        if steps.fuse and sources.framework(source).fuses:
             unfused = proto
             proto, record["fusion"] = fuse_for_ort(proto)
             if record["fusion"]["applied"]:
@@ -419,20 +533,23 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
             f"the runtime cannot load what {made_by} produced ({first_line(exc.__cause__ or exc)}); "
             "the model uses something the converter or the runtime does not support"
         ) from exc
-    meta = input_meta(candidate)  # what convert wrote, completed from the graph (the tables token ids index)
+    # What convert wrote, completed from the graph (the tables token ids index): the reference's, an ONNX file,
+    # when the candidate was derived from one (an ORT file or an engine has no ONNX graph to read).
+    meta = input_meta(reference if reference is not None else candidate)
     text = None
     if is_text_file(data):  # sentences, tokenized by the artifact's own tokenizer
 
         text = candidate.text_encoder.sized(shapes)
     feeds, origin = check_inputs(source, data, shapes, meta, text)
-    if origin.startswith("generated") and source.kind == "sklearn":
+    tabular = sources.framework(source).tabular
+    if origin.startswith("generated") and tabular:
         say("checking on generated N(0, 1) inputs: give --sample or --data with real rows for a check that means more")
-    allowance = SKLEARN_ROW_ALLOWANCE if source.kind == "sklearn" else 0.0
+    allowance = SKLEARN_ROW_ALLOWANCE if tabular else 0.0
     mask = attention_mask_input(candidate.inputs, meta)
     check_tolerances(atol, rtol, candidate.output_names)  # a wrong output name is the user's, not the inputs'
     with candidate:
         try:
-            result = compare(reference or source.reference(), candidate, feeds, precision=precision if precision in TOLERANCES else "fp32",
+            result = compare(reference or sources.reference(source), candidate, feeds, precision=precision if precision in TOLERANCES else "fp32",
                              atol=atol, rtol=rtol, row_allowance=allowance,
                              inputs_from=origin, mask_input=mask, classifier=meta.is_classifier if meta.task else None)
         except InputError as exc:
@@ -443,21 +560,6 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
     result.inputs = describe_feeds(feeds, origin)
     say(result.summary())
     return result
-
-
-def export_onnx(source: SourceModel, opset: int | None):
-    """The converter for this source's framework; an ONNX source passes through as it is."""
-    if source.kind == "torch":
-        from .converters.torch_onnx import torch_to_onnx
-
-        return torch_to_onnx(source, opset)
-    if source.kind == "sklearn":
-        from .converters.sklearn_onnx import sklearn_to_onnx
-
-        return sklearn_to_onnx(source, opset)
-    if opset is not None:
-        raise InputError("--opset applies to exports; an ONNX source keeps its opsets")
-    return source.model, {"exporter": "none (ONNX source)"}
 
 
 def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = None,
@@ -487,13 +589,14 @@ def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = N
         shapes = shapes or {}
         specs = batched(source.inputs, rows)
         return random_feeds(specs, sizes=shapes, meta=meta), generated_origin(specs, 0, meta, shapes)
+    tabular = sources.framework(source).tabular
     for name, values in feeds.items():
         values = np.asarray(values)
         if values.dtype.kind not in "fc":
             continue
-        bad = np.isinf(values) if source.kind == "sklearn" else ~np.isfinite(values)
+        bad = np.isinf(values) if tabular else ~np.isfinite(values)
         if bad.any():
-            what = "Inf" if source.kind == "sklearn" else "NaN or Inf"
+            what = "Inf" if tabular else "NaN or Inf"
             raise InputError(f"the check's input {name!r} ({origin}) holds {int(bad.sum())} {what} value(s): outputs "
                              "computed from them cannot be compared; give finite data (or --no-check)")
     return feeds, origin
@@ -511,7 +614,8 @@ def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> 
         check = {"status": "unverified", "reason": artifact.record.get("unverified", "--no-check")}
     else:
         check = {"status": "passed" if artifact.check.passed else "failed",
-                 "against": artifact.record.get("built_from", "the source model"), **artifact.check.to_dict()}
+                 "against": artifact.record.get("checked_against") or artifact.record.get("built_from", "the source model"),
+                 **artifact.check.to_dict()}
     return {
         "file": artifact.path.name,
         "target": artifact.target,
@@ -521,7 +625,8 @@ def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> 
         "inputs": info["inputs"],
         "outputs": info["outputs"],
         "opset": artifact.record.get("opset"),
-        "build": {k: v for k, v in artifact.record.items() if k not in ("opset", "unverified", "parent_unverified")},
+        "build": {k: v for k, v in artifact.record.items()
+                  if k not in ("opset", "unverified", "parent_unverified", "checked_against")},
         "check": check,
         "source": source.to_record(),
         **{key: value for key, value in (("task", meta.task), ("labels", meta.labels)) if value},

@@ -29,7 +29,7 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("command, headings", [
-    ("convert", ["Source", "Export", "Check", "INT8", "CoreML", "Output", "Options"]),
+    ("convert", ["Source", "Export", "Check", "INT8", "CoreML", "TensorRT", "Output", "Options"]),
     ("bench", ["Inputs", "Method", "Gate", "Reports", "Source models", "Options"]),
 ])
 def test_help_shows_every_option_once_under_its_section(command, headings):

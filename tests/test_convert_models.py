@@ -9,6 +9,7 @@ import pytest
 
 import edgeml
 from edgeml.files import sha256
+from edgeml.sources import reference
 
 from .conftest import TwoLayer, torch
 
@@ -88,7 +89,7 @@ def test_column_pipeline_on_a_dataframe(column_pipeline, tabular, tmp_path):
     assert frame["region"].isna().any() and frame["alcohol"].isna().any()
     # Numeric columns are float32 in ONNX, float64 in scikit-learn: a row near a tree split may differ.
     assert (model.predict(frame) == column_pipeline.predict(frame)).mean() >= 0.95
-    full = edgeml.compare(result.source.reference(), model, model.feeds_from(frame), row_allowance=0.02)
+    full = edgeml.compare(reference(result.source), model, model.feeds_from(frame), row_allowance=0.02)
     assert full.passed, full.summary()
     assert full.outputs[0].label_agreement == 1.0 and full.outputs[1].rows_off <= 0.02 * len(frame)
 

@@ -70,6 +70,8 @@ def test_a_cnn_becomes_a_package_with_its_range_and_fp16_compute(built):
     assert [o["name"] for o in info["outputs"]] == ["output"]  # the source's name, not torch's node name
     assert info["precision"] == "fp16" and {"conv", "linear"} <= set(info["ops"])
     assert info["outputs"][0]["dtype"] == "float32"  # fp16 compute, float32 out: what the ONNX artifact gives
+    assert (info["compression"], info["quantized"], info["deployment_target"]) == (None, False, "iOS16")
+    assert info["weights"]["float16"] == 8 * 3 * 3 * 3 + 8 + 4 * 8 + 4 and info["enumerated_shapes"] == {}
     assert json.loads(info["metadata"]["edgeml.dim_range"]) == {"batch": [1, 8, 8]}
     entry = _entry(out, package.name)
     build = entry["build"]["conversion"][0]
@@ -85,7 +87,10 @@ def test_off_macos_the_check_is_structural_and_says_so(built):
     assert check["status"] == "unverified" and "run only on macOS" in check["reason"]
     assert "checked here: input names, ranks, fixed dims and ranges, and output names" in check["reason"]
     with pytest.raises(BackendMissing, match="run only on macOS"):
-        edgeml.load(out / "model.mlpackage")
+        edgeml.load(out / "model.mlpackage", options={"compute_units": "CPU_AND_NE"})
+    for options, message in (({"units": "ALL"}, "CoreML takes compute_units"), ({"compute_units": "NE"}, "CPU_AND_NE")):
+        with pytest.raises(InputError, match=message):  # the user's mistake, named before the platform
+            edgeml.load(out / "model.mlpackage", options=options)
     bench = CliRunner().invoke(main, ["bench", str(out / "model.mlpackage")])
     assert bench.exit_code == 3 and "run only on macOS" in bench.output
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -165,12 +166,12 @@ def test_classifier_folder_exports_logits_and_labels(tiny_bert_classifier_dir, t
 
 
 def test_token_classification_and_task_override(tmp_path, minilm_dir):
-    from edgeml.sources import load_source
+    from edgeml.sources import load_source, reference
 
     folder = make_tiny_bert(tmp_path / "tok", "BertForTokenClassification", minilm_dir)
     source = load_source(folder)
     assert source.meta.task == "token-classification" and source.meta.labels == ["negative", "neutral", "positive"]
-    with source.reference() as runtime:
+    with reference(source) as runtime:
         assert [o.name for o in runtime.outputs] == ["logits"] and runtime.outputs[0].shape[-1] == 3
     # Its encoder alone, on request.
     encoder = load_source(folder, task="feature-extraction")
@@ -195,6 +196,7 @@ def test_interrupted_convert_leaves_nothing(tmp_path, tiny_bert_dir, monkeypatch
     from onnx import TensorProto, helper
 
     import edgeml.pipeline as pipeline
+    from edgeml.sources import FRAMEWORKS
 
     graph = helper.make_graph(
         [helper.make_node("Cast", ["input_ids"], ["last_hidden_state"], to=TensorProto.FLOAT)], "g",
@@ -207,7 +209,9 @@ def test_interrupted_convert_leaves_nothing(tmp_path, tiny_bert_dir, monkeypatch
         staged.extend(sorted(p.name for p in artifact.parent.iterdir()))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "export_onnx", lambda source, opset: (helper.make_model(graph), {"exporter": "test"}))
+    torch_framework = dataclasses.replace(FRAMEWORKS["torch"],
+                                          export=lambda source, opset: (helper.make_model(graph), {"exporter": "test"}))
+    monkeypatch.setitem(FRAMEWORKS, "torch", torch_framework)
     monkeypatch.setattr(pipeline, "_check", interrupted)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(KeyboardInterrupt):
@@ -271,7 +275,7 @@ def test_pytorch_model_bin_loads_as_weights_only(tmp_path, tiny_bert_dir):
     import torch
     from safetensors.torch import load_file
 
-    from edgeml.sources import load_source
+    from edgeml.sources import load_source, reference
 
     folder = tmp_path / "bin"
     folder.mkdir()
@@ -282,7 +286,7 @@ def test_pytorch_model_bin_loads_as_weights_only(tmp_path, tiny_bert_dir):
     assert any("no tokenizer.json" in note for note in source.notes)
     feeds = {"input_ids": np.array([[101, 2023, 2003, 102]]), "attention_mask": np.ones((1, 4), np.int64),
              "token_type_ids": np.zeros((1, 4), np.int64)}
-    with source.reference() as a, original.reference() as b:
+    with reference(source) as a, reference(original) as b:
         np.testing.assert_allclose(a.run(feeds)["last_hidden_state"], b.run(feeds)["last_hidden_state"], atol=1e-6)
     # A pickle that would run code when loaded is refused, and the code never runs.
     marker = tmp_path / "ran"
@@ -342,7 +346,7 @@ def test_sentence_transformers_pooling_modes(tmp_path, tiny_bert_dir, modes, nor
     """Pooling read from 1_Pooling/config.json (concatenated in sentence-transformers' order), Normalize if listed."""
     import torch
 
-    from edgeml.sources import load_source
+    from edgeml.sources import load_source, reference
 
     folder = shutil.copytree(tiny_bert_dir, tmp_path / "st")
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -354,7 +358,7 @@ def test_sentence_transformers_pooling_modes(tmp_path, tiny_bert_dir, modes, nor
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({f"pooling_mode_{m}": True for m in modes}))
     feeds = {"input_ids": np.array([[101, 2023, 2003, 102], [101, 7592, 102, 0]]),
              "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]]), "token_type_ids": np.zeros((2, 4), np.int64)}
-    with load_source(folder).reference() as runtime:
+    with reference(load_source(folder)) as runtime:
         out = runtime.run(feeds)
     hidden, mask = torch.from_numpy(out["last_hidden_state"]), torch.from_numpy(feeds["attention_mask"])
     if modes == ("cls_token",):

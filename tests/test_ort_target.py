@@ -116,3 +116,12 @@ def test_load_keeps_source_options_apart_from_the_runtime(built, tmp_path):
                                    reference.run({"x": x})[reference.output_names[0]], rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="is an ort artifact: inputs apply to source models only"):
         edgeml.load(out / "model.ort", source={"inputs": ["x:1x8"]})
+
+
+def test_a_token_model_is_checked_in_ort_format_on_its_vocabulary(encoder, tmp_path):
+    """The ORT file has no ONNX graph to read what its token ids index: the check takes that from the ONNX file
+    it was built from (the ids then span the embedding table, not {0, 1})."""
+    result = edgeml.convert(encoder, "onnx,ort", tmp_path, inputs=["ids:batchx12:int64"], name="enc")
+    ort_artifact = result.artifacts[-1]
+    assert ort_artifact.path.name == "enc.ort" and ort_artifact.check.passed
+    assert "ids in [1, 50)" in ort_artifact.check.summary()

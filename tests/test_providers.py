@@ -28,6 +28,17 @@ def add_onnx(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def mlp_pt2(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5)).eval()
+    path = tmp_path_factory.mktemp("providers") / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(3, 20),)), str(path))
+    return path
+
+
 @pytest.fixture
 def gpu_listed(monkeypatch):
     """An onnxruntime that lists the GPU providers (as onnxruntime-gpu does without usable CUDA libraries) while
@@ -75,3 +86,60 @@ def test_bench_records_the_providers_used(add_onnx, tmp_path):
                                        "--max-seconds", "1", "--json", str(report)])
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["results"][0]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_provider_options_go_to_the_gpu_provider(gpu_listed):
+    from edgeml.runtimes.onnxrt import providers_for
+
+    assert providers_for("cuda") == [("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+    assert providers_for("tensorrt:1", {"trt_fp16_enable": "1", "trt_engine_cache_path": "cache"}) == [
+        ("TensorrtExecutionProvider", {"device_id": 1, "trt_fp16_enable": "1", "trt_engine_cache_path": "cache"}),
+        ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+
+
+def test_runtime_options_that_cannot_apply_are_refused(add_onnx, mlp_pt2):
+    with pytest.raises(edgeml.EdgeMLError, match="options of onnxruntime's CUDA and TensorRT providers"):
+        edgeml.load(add_onnx, options={"trt_fp16_enable": "1"})
+    with pytest.raises(edgeml.EdgeMLError, match="runtime options .* apply to artifacts"):
+        edgeml.load(mlp_pt2, options={"trt_fp16_enable": "1"})
+
+
+def test_both_onnxruntime_packages_is_named_with_the_fix(add_onnx, gpu_listed, monkeypatch):
+    import edgeml.runtimes.onnxrt as onnxrt
+
+    monkeypatch.setattr(onnxrt, "_installed", lambda name: True)
+    with pytest.raises(BackendMissing, match="both installed.*pip uninstall -y onnxruntime onnxruntime-gpu"):
+        edgeml.load(add_onnx, device="cuda")
+    edgeml.load(add_onnx).close()  # the CPU provider works either way
+
+
+def test_device_bound_calls_compute_what_run_does(add_onnx, mlp_pt2):
+    """The GPU paths of bench (IOBinding, tensors placed once) exercised on the CPU: same outputs as ``run``."""
+    from edgeml.runtimes.pytorch import flatten_outputs
+
+    feeds = [{"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)}, {"x": np.ones((2, 4), np.float32)}]
+    with edgeml.load(add_onnx) as runtime:
+        call, copies = runtime.bound_call(feeds, "cpu")
+        outputs = [call().copy_outputs_to_cpu()[0] for _ in feeds]
+        assert [np.array_equal(o, runtime.run(f)["y"]) for o, f in zip(outputs, feeds)] == [True, True]
+        assert set(copies) == {"host_to_device_ms", "device_to_host_ms"} and min(copies.values()) >= 0
+    with edgeml.load(mlp_pt2) as torch_runtime:
+        rows = [{torch_runtime.input_names[0]: np.full((3, 20), v, np.float32)} for v in (0.5, -2.0)]
+        call, copies = torch_runtime.placed_call(rows)
+        for feeds_ in rows:
+            np.testing.assert_allclose(flatten_outputs(call())[0].numpy(), torch_runtime.run(feeds_)["output"], rtol=1e-6)
+        assert set(copies) == {"host_to_device_ms", "device_to_host_ms"}
+
+
+def test_bench_on_the_cpu_times_run_and_records_its_options(add_onnx):
+    from edgeml.latency.runner import Method
+
+    result = edgeml.bench(add_onnx, method=Method(min_runs=20, min_seconds=0, warmup_runs=1, warmup_ms=0))
+    assert result.device_copies == {} and result.runtime_options == {} and result.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("torch") or not __import__("torch").cuda.is_available(),
+                    reason="needs a CUDA GPU (torch.cuda.is_available())")
+def test_bench_on_cuda_keeps_tensors_on_the_device(mlp_pt2):
+    result = edgeml.bench(mlp_pt2, device="cuda")
+    assert set(result.device_copies) == {"host_to_device_ms", "device_to_host_ms"} and result.clock == "wall"

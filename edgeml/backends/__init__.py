@@ -16,7 +16,8 @@ from ..errors import InputError
 @dataclass(frozen=True)
 class Backend:
     """An artifact format: ``suffix`` names its files (or folders, with ``folder``); ``runtime(path, device,
-    threads)`` opens one behind the Runtime contract; ``inspect(path)`` describes one as ``edgeml inspect``
+    threads, **options)`` opens one behind the Runtime contract (``options``: the backend's own, an
+    InputError naming those it takes when one is unknown); ``inspect(path)`` describes one as ``edgeml inspect``
     prints it, and is how ``edgeml verify`` proves that one loads (an InputError when not); ``tools`` are the
     packages whose versions manifests and bench fingerprints record."""
 
@@ -35,9 +36,11 @@ class Edge:
     returns the record of how that goes into the manifest (``converter``: the tool, required; its version and
     options). An edge from a source framework (``torch``) builds from the loaded source model instead:
     ``build_source(source_model, output_path, options)``, with ``options(given) -> options with defaults``
-    checking the target's options before anything is exported. ``reference(source_artifact)``: the source
-    opened so that it computes as the output must (the same graph optimizations), which the output is checked
-    against; default its backend's runtime."""
+    checking the target's options before anything is exported (an edge with ``options`` builds with them:
+    ``build(source_artifact, output_path, options)``). ``reference(source_artifact)``: the source opened so
+    that it computes as the output must (the same graph optimizations), which the output is checked against;
+    default its backend's runtime. ``refuses(record)``: why the edge cannot start from an artifact whose
+    manifest build record is ``record`` (e.g. ONNX fused for onnxruntime, dynamic INT8), None when it can."""
 
     source: str
     target: str
@@ -46,11 +49,15 @@ class Edge:
     reference: Callable | None = None
     options: Callable[[dict], dict] | None = None
     build_source: Callable | None = None
+    refuses: Callable[[dict], str | None] | None = None
+
+    def refusal(self, record: dict) -> str | None:
+        return self.refuses(record) if self.refuses else None
 
 
 BACKENDS: dict[str, Backend] = {}
 EDGES: list[Edge] = []
-_BUILT_IN = ("onnx", "ort", "coreml")  # one line per target: the modules that register themselves
+_BUILT_IN = ("onnx", "ort", "coreml", "tensorrt")  # one line per target: the modules that register themselves
 
 
 def register(backend: Backend, *edges: Edge) -> None:

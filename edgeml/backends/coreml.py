@@ -4,22 +4,32 @@ spec, and their check is structural (the pipeline says so in the manifest: never
 
 from __future__ import annotations
 
-from collections import Counter
+import importlib.util
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import InputError
+from ..errors import BackendMissing, InputError
 from . import Backend, Edge, register
 
 PRECISIONS = ("fp16", "fp32")
 #: Deployment targets mlprogram supports, oldest first; the default is the oldest.
 MIN_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
-DEFAULT_OPTIONS = {"precision": "fp16", "min_target": "iOS16", "compute_units": "ALL"}
+#: ``compress`` values: weight-only int8 per output channel, int4 per block of 32 input channels, N-bit
+#: palettization (k-means), and W8A8 (int8 weights and activations, calibrated on ``calib``), with the oldest
+#: target each needs (the ops that hold its weights or quantize activations).
+COMPRESSIONS = {"int8": "iOS16", "int4": "iOS18", "palettize4": "iOS16", "palettize6": "iOS16",
+                "palettize8": "iOS16", "w8a8": "iOS17"}
+DEFAULT_OPTIONS = {"precision": "fp16", "min_target": "iOS16", "compute_units": "ALL", "compress": None,
+                   "calib": None, "shapes": None}
 
 
 def check_options(options: dict) -> dict:
-    """The CoreML options with their defaults, each checked before anything is exported."""
+    """The CoreML options with their defaults, each checked before anything is exported.
+
+    ``compress``: one of COMPRESSIONS (None: float weights); ``calib``: W8A8's calibration inputs, {input:
+    array} batches (one mapping, or an iterable of them such as a ``datafiles.CalibrationSource``); ``shapes``:
+    enumerated shapes for the flexible inputs instead of ranges, ``{dim name: sizes}`` or ``{input name:
+    shapes}``, sizes as ``[1, 4, 8]`` or ``"1,4,8"``, shapes as ``[(1, 3, 224, 224), ...]`` or
+    ``"1x3x224x224,1x3x160x160"`` (``converters.torch_coreml.enumerations`` reads them against the inputs)."""
     merged = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
     unknown = sorted(set(merged) - set(DEFAULT_OPTIONS))
     if unknown:
@@ -29,39 +39,63 @@ def check_options(options: dict) -> dict:
     if merged["min_target"] not in MIN_TARGETS:
         raise InputError(f"--min-target {merged['min_target']!r} is not one of {', '.join(MIN_TARGETS)} "
                          "(mlprogram packages need iOS16/macOS13 or later)")
+    from ..runtimes.coreml import COMPUTE_UNITS, TWINS, spec_version
+
+    if merged["compute_units"] not in COMPUTE_UNITS:
+        raise InputError(f"CoreML compute_units {merged['compute_units']!r} is not one of {', '.join(COMPUTE_UNITS)}")
+    compress = merged["compress"]
+    if compress is not None:
+        if compress not in COMPRESSIONS:
+            raise InputError(f"CoreML compression {compress!r} is not one of {', '.join(COMPRESSIONS)}")
+        needed = COMPRESSIONS[compress]
+        if spec_version(merged["min_target"]) < spec_version(needed):
+            twin = next((mac for mac, ios in TWINS.items() if ios == needed), needed)
+            raise InputError(f"{compress} CoreML packages need iOS {needed[3:]}/macOS {twin[5:]} or later (the ops that "
+                             f"hold them), and --min-target is {merged['min_target']}; give --min-target {needed} "
+                             f"(or {twin})")
+        if compress.startswith("palettize") and importlib.util.find_spec("sklearn") is None:
+            raise BackendMissing(f"{compress} clusters weights with scikit-learn's k-means, which is not installed: "
+                                 "pip install scikit-learn (or compress with int8)")
+    if (compress == "w8a8") != (merged["calib"] is not None):
+        raise InputError("w8a8 calibrates activations on real inputs: give calibration data (--calib DATA)"
+                         if compress == "w8a8" else
+                         "calibration data applies to w8a8 CoreML compression only (int8 activations); drop it, or "
+                         "compress with w8a8")
     return merged
 
 
-def _runtime(path, device: str = "cpu", threads: int | None = None):
+def _runtime(path, device: str = "cpu", threads: int | None = None, **options):
+    """``options``: ``compute_units`` (``runtimes.coreml.COMPUTE_UNITS``), which wins over ``device``."""
     from ..runtimes.coreml import CoreMLRuntime
 
-    return CoreMLRuntime(path, device=device, threads=threads)
+    unknown = sorted(set(options) - {"compute_units"})
+    if unknown:
+        raise InputError(f"unknown CoreML runtime option(s) {', '.join(unknown)}; CoreML takes compute_units")
+    return CoreMLRuntime(path, device=device, threads=threads, **options)
 
 
 def _inspect(path) -> dict:
+    """The package as ``edgeml inspect`` shows any artifact, plus what only CoreML has: its weights by how they
+    are stored (``weights``), the compression that gives (``compression``), the deployment target its spec
+    version needs, and each enumerated input's shapes (``enumerated_shapes``)."""
     from ..inspection import summary
 
     path = Path(path)
     if not (path / "Manifest.json").is_file():
         raise InputError(f"{path} is not a CoreML package (no Manifest.json); convert one with --to coreml")
-    from ..runtimes.coreml import describe
+    from ..runtimes.coreml import compression_of, describe, enumerated_shapes, program_contents, target_of
 
     inputs, outputs, metadata, spec = describe(path)
     main = spec.mlProgram.functions["main"]
-    block = main.block_specializations[main.opset]
-    ops = Counter(op.type for op in block.operations)
-    from coremltools.proto import MIL_pb2
-
-    weights: Counter = Counter()
-    for op in block.operations:
-        value = op.attributes.get("val") if op.type == "const" else None
-        if value is not None and value.type.WhichOneof("type") == "tensorType":
-            tensor = value.type.tensorType
-            count = int(np.prod([d.constant.size for d in tensor.dimensions])) if tensor.dimensions else 1
-            weights[MIL_pb2.DataType.Name(tensor.dataType).lower()] += count  # "float16", "int8"...
-    return summary(path, inputs, outputs, ops, weights, ir_version=spec.specificationVersion,
+    ops, weights = program_contents(spec)
+    info = summary(path, inputs, outputs, ops, weights, ir_version=spec.specificationVersion,
                    opsets={"mlprogram": main.opset}, producer=metadata.get("com.github.apple.coremltools.source", ""),
                    metadata=metadata)
+    compression = compression_of(ops, weights)
+    enumerated = {f.name: enumerated_shapes(f.type.multiArrayType) for f in spec.description.input}
+    return {**info, "quantized": compression is not None, "compression": compression,
+            "weights": dict(weights.most_common()), "deployment_target": target_of(spec.specificationVersion),
+            "enumerated_shapes": {name: shapes for name, shapes in enumerated.items() if shapes}}
 
 
 def _build(source, out: Path, options: dict) -> dict:

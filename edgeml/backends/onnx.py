@@ -5,10 +5,10 @@ from __future__ import annotations
 from . import Backend, register
 
 
-def _runtime(path, device: str = "cpu", threads: int | None = None):
+def _runtime(path, device: str = "cpu", threads: int | None = None, **options):
     from ..runtimes.onnxrt import OnnxRuntime
 
-    return OnnxRuntime(path, device=device, threads=threads)
+    return OnnxRuntime(path, device=device, threads=threads, provider_options=options)
 
 
 def inspect_onnx(path) -> dict:

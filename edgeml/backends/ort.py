@@ -17,10 +17,10 @@ LEVEL = "ORT_ENABLE_ALL"
 DISABLED = ["NchwcTransformer"]
 
 
-def _runtime(path, device: str = "cpu", threads: int | None = None):
+def _runtime(path, device: str = "cpu", threads: int | None = None, **options):
     from ..runtimes.onnxrt import OnnxRuntime
 
-    return OnnxRuntime(path, device=device, threads=threads)
+    return OnnxRuntime(path, device=device, threads=threads, provider_options=options)
 
 
 def _reference(onnx_file: Path):

@@ -1,20 +1,39 @@
 """PyTorch -> CoreML (an mlprogram ``.mlpackage``) with coremltools, from the source model itself: coremltools
 has no ONNX frontend since 6.0. The program is ``torch.export``-ed with the same example call and bounded
-dims as the ONNX export, so every flexible dim becomes a finite ``RangeDim``."""
+dims as the ONNX export, so every flexible dim becomes a finite ``RangeDim`` (or, with the ``shapes``
+option, the ``EnumeratedShapes`` given).
+
+Compression (the ``compress`` option) is coremltools.optimize's: weights int8/int4/palettized on the
+converted program, or W8A8 through ``coremltools.optimize.torch`` on the torch model (observers calibrated on
+the user's inputs), converted from its TorchScript trace (torch.export cannot carry torch's quantize ops).
+The result is checked here: its weights must really be stored compressed, and its ops and spec version must
+be ones its deployment target has."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, InputError, first_line, require
+from ..errors import CheckFailed, EdgeMLError, ExportError, InputError, first_line, require
+from ..files import size_of
 from ..quiet import quiet
-from ..runtimes.coreml import DIM_NAMES, coremltools
+from ..runtimes.coreml import (DIM_NAMES, compressed_weights, compression_of, coremltools, program_contents,
+                               spec_version)
 from ..sources.base import SourceModel
 from ..sources.torch_source import program_input_specs
 from .torch_onnx import fixes_a_symbolic_dim, dynamic_shapes, example_call
+
+#: coremltools compresses only weights with more elements than this (its default): smaller ones stay float.
+WEIGHT_THRESHOLD = 2048
+#: int4's block: 32 input channels share a scale.
+INT4_BLOCK = 32
 
 
 def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
@@ -22,7 +41,10 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
     returns the record of how."""
     torch = require("torch", "torch")
     ct = coremltools()
-    args, input_names, output_names, symbols, bounds = example_call(torch, source)
+    args, _, output_names, symbols, bounds = example_call(torch, source)
+    shapes = enumerations(source, symbols, bounds, options)
+    for name, sizes in _enumerated_sizes(source.inputs, symbols, shapes).items():
+        bounds[name] = (min(sizes), max(sizes))  # the export proves the graph for every enumerated size
     unbounded = [name for dims in symbols for name in dims.values() if bounds.get(name) is None]
     if unbounded:
         raise InputError(f"CoreML needs a finite range for the dim {unbounded[0]!r} (an unbounded one makes a slow "
@@ -34,22 +56,245 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
                               f"({', '.join(map(str, program_input_specs(model)))}), so its dims cannot be flexible; "
                               "export it with dynamic_shapes=... or drop --dynamic-batch")
         model = model.module()  # exported again below, so that the package gets exactly these bounds
+    compress = options["compress"]
+    convert = dict(convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, options["min_target"]),
+                   compute_precision=getattr(ct.precision, options["precision"].replace("fp", "FLOAT")),
+                   compute_units=getattr(ct.ComputeUnit, options["compute_units"]),
+                   outputs=[ct.TensorType(name=name, dtype=np.float32) for name in output_names])
+    record = {}
     try:
+        if compress == "w8a8":
+            calibrated, record["compression"] = _calibrated(torch, model, source, args, options["calib"])
+            model = calibrated
         with quiet():
-            program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(torch, symbols, bounds))
-            package = ct.convert(program.run_decompositions({}), convert_to="mlprogram",
-                                 minimum_deployment_target=getattr(ct.target, options["min_target"]),
-                                 compute_precision=getattr(ct.precision, options["precision"].replace("fp", "FLOAT")),
-                                 compute_units=getattr(ct.ComputeUnit, options["compute_units"]),
-                                 outputs=[ct.TensorType(name=name, dtype=np.float32) for name in output_names])
+            if compress == "w8a8":  # TorchScript: torch.export has no form for torch's quantize ops
+                traced = torch.jit.trace(model, args)
+                inputs = [ct.TensorType(name=s.name, dtype=_coreml_dtype(s.np_dtype),
+                                        shape=shapes.get(s.name) or _ranged(ct, arg, dims, bounds))
+                          for s, arg, dims in zip(source.inputs, args, symbols)]
+                package = ct.convert(traced, inputs=inputs, **convert)
+            else:
+                program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(torch, symbols, bounds))
+                # named as the source's specs (torch.export names them after forward's parameters)
+                inputs = [ct.TensorType(name=s.name, shape=shapes.get(s.name), dtype=_coreml_dtype(s.np_dtype))
+                          for s in source.inputs]
+                package = ct.convert(program.run_decompositions({}), inputs=inputs, **convert)
+    except EdgeMLError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch.export's and coremltools' errors name the op that fails
-        raise ExportError(f"coremltools {ct.__version__} cannot convert {source.path or type(source.model).__name__} "
-                          f"({type(exc).__name__}: {first_line(exc)}); replace that op, or ship the ONNX target") from exc
+        raise ExportError(f"coremltools {ct.__version__} cannot convert {source.path or type(source.model).__name__}"
+                          f"{' for w8a8' if compress == 'w8a8' else ''} ({type(exc).__name__}: {first_line(exc)}); "
+                          "replace that op, or ship the ONNX target") from exc
     # what the artifact says of itself, and its inputs' dim names, which the package's spec does not keep
     dims = {s.name: [d if isinstance(d, str) else None for d in s.shape] for s in source.inputs}
-    package.user_defined_metadata.update({**(source.meta.to_props() if source.meta else {}),
-                                          DIM_NAMES: json.dumps(dims)})
-    package.save(str(out))
+    metadata = {**(source.meta.to_props() if source.meta else {}), DIM_NAMES: json.dumps(dims)}
+    package.user_defined_metadata.update(metadata)
+    if compress in (None, "w8a8"):
+        package.save(str(out))
+    else:
+        record["compression"] = _compress(ct, package, compress, out, metadata)
+    stored = _verified(ct, out, compress, options["min_target"])
+    if compress is not None:
+        record["compression"].update(method=compress, **stored)
     return {"converter": "coremltools", "version": ct.__version__, "torch": torch.__version__,
             "format": "mlprogram", "precision": options["precision"], "minimum_deployment_target": options["min_target"],
-            "compute_units": options["compute_units"], "outputs": output_names}
+            "compute_units": options["compute_units"], "outputs": output_names,
+            **({"enumerated_shapes": {k: [list(s.shape) for s in v.shapes] for k, v in shapes.items()}} if shapes else {}),
+            **record}
+
+
+def enumerations(source: SourceModel, symbols: list[dict], bounds: dict, options: dict) -> dict:
+    """``ct.EnumeratedShapes`` per input from the ``shapes`` option: {dim name: sizes} (every input with that dim
+    takes each size; an input with several such dims takes every combination) or {input name: shapes}. Each
+    shape keeps the input's fixed dims; an enumerated dim with a range must span it (smallest and largest
+    size its ends), since the package's shapes replace the range."""
+    given = options.get("shapes")
+    if not given:
+        return {}
+    ct = coremltools()
+    names = {s.name for s in source.inputs}
+    dims = {name for s in symbols for name in s.values()}
+    for key in given:
+        if key not in names | dims:
+            raise InputError(f"enumerated shapes name {key!r}, which is neither an input ({', '.join(sorted(names))}) "
+                             f"nor a flexible dim ({', '.join(sorted(dims)) or 'none: every dim is fixed'})")
+    shapes = {}
+    for spec, axes in zip(source.inputs, symbols):
+        if spec.name in given:
+            listed = [tuple(_sizes(s, f"shape of {spec.name}", "x")) for s in _items(given[spec.name], ",")]
+        elif any(dim in given for dim in axes.values()):
+            left = [d for d in axes.values() if d not in given]
+            if left:
+                raise InputError(f"input {spec} has enumerated and flexible dims: enumerate {left[0]!r} too (Core ML "
+                                 "lists an input's shapes whole)")
+            choices = [_sizes(given[d], f"sizes of {d}", ",") if isinstance(d, str) else [d] for d in spec.shape]
+            listed = [tuple(c) for c in itertools.product(*choices)]
+        else:
+            continue
+        for shape in listed:
+            if len(shape) != len(spec.shape) or any(isinstance(w, int) and w != g for g, w in zip(shape, spec.shape)):
+                raise InputError(f"enumerated shape {'x'.join(map(str, shape))} does not fit input {spec}: same rank, "
+                                 "same fixed dims")
+        shapes[spec.name] = listed
+    for dim, sizes in _enumerated_sizes(source.inputs, symbols, shapes).items():
+        if isinstance(bounds.get(dim), tuple) and bounds[dim] != (min(sizes), max(sizes)):
+            low, high = bounds[dim]
+            raise InputError(f"the enumerated sizes of {dim!r} ({', '.join(map(str, sorted(sizes)))}) replace its range "
+                             f"{low}..{high}: make the range {min(sizes)}..{max(sizes)}, or give the dim without one")
+    if len(shapes) > 1 and spec_version(options["min_target"]) < spec_version("iOS18"):
+        raise InputError(f"inputs {', '.join(shapes)} all have enumerated shapes: before iOS18 Core ML takes them on "
+                         "one input only; give --min-target iOS18 (or enumerate one input)")
+    if len({len(v) for v in shapes.values()}) > 1:
+        raise InputError("inputs with enumerated shapes must each list as many shapes (Core ML pairs them by "
+                         f"position); they list {', '.join(f'{k}: {len(v)}' for k, v in shapes.items())}")
+    return {name: ct.EnumeratedShapes(shapes=listed, default=listed[0]) for name, listed in shapes.items()}
+
+
+def _items(value, separator: str) -> list:
+    return [v.strip() for v in value.split(separator) if v.strip()] if isinstance(value, str) else list(value)
+
+
+def _sizes(value, what: str, separator: str) -> list[int]:
+    """Sizes from ``"1,4,8"``/``"1x3x224x224"`` or a list of ints, each a whole number >= 1."""
+    items = _items(value, separator)
+    if not items or not all(isinstance(v, (int, np.integer, str)) and str(v).isdigit() and int(v) >= 1 for v in items):
+        raise InputError(f"enumerated {what}: {value!r} is not a list of whole numbers >= 1 (e.g. 1,4,8 or "
+                         "1x3x224x224,1x3x160x160)")
+    return [int(v) for v in items]
+
+
+def _enumerated_sizes(specs, symbols: list[dict], shapes: dict) -> dict[str, set[int]]:
+    """The sizes each symbolic dim takes in ``shapes`` ({input name: shapes, or ``ct.EnumeratedShapes``})."""
+    sizes: dict[str, set[int]] = {}
+    for spec, axes in zip(specs, symbols):
+        listed = shapes.get(spec.name)
+        if listed is None:
+            continue
+        listed = [s.shape for s in listed.shapes] if hasattr(listed, "shapes") else listed
+        for axis, dim in axes.items():
+            sizes.setdefault(dim, set()).update(int(shape[axis]) for shape in listed)
+    return sizes
+
+
+def _ranged(ct, example, axes: dict, bounds: dict) -> tuple:
+    """An input's shape for a TorchScript conversion: its fixed sizes, and a ``RangeDim`` per symbolic dim."""
+    return tuple(ct.RangeDim(lower_bound=bounds[axes[axis]][0], upper_bound=bounds[axes[axis]][1], default=size,
+                             symbol=axes[axis]) if axis in axes else size
+                 for axis, size in enumerate(example.shape))
+
+
+def _coreml_dtype(dtype: np.dtype):
+    """Core ML's input types: int32 for integers (token ids), float32 for floats (not float16, which fp16
+    compute gives a named input left untyped); a bool (a mask) as the converter takes it (float32)."""
+    return np.int32 if dtype.kind in "iu" else np.float32
+
+
+def _calibrated(torch, model, source: SourceModel, args: tuple, calib) -> tuple:
+    """``model`` with int8 weights and int8 activations whose scales come from running ``calib`` through
+    it (``coremltools.optimize.torch``'s LinearQuantizer: prepare, observe, finalize); and the record."""
+    from coremltools.optimize.torch.quantization import (LinearQuantizer, LinearQuantizerConfig,
+                                                        ModuleLinearQuantizerConfig)
+
+    config = {"quantization_scheme": "symmetric", "weight_dtype": "qint8", "activation_dtype": "quint8",
+              "weight_per_channel": True, "activation_observer": "min_max", "weight_observer": "min_max"}
+    start = time.perf_counter()
+    model = copy.deepcopy(model).eval()  # the source model stays as it was
+    # prepare() puts the model in training mode before FX-tracing it, which bakes training-only branches (a
+    # drop-connect's torch.rand) into the graph: calibration observes the model as it infers, in eval mode
+    model.train = lambda mode=True: model
+    with quiet():
+        quantizer = LinearQuantizer(model, LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
+            milestones=None, **config)))
+        prepared = quantizer.prepare(example_inputs=args, inplace=True)
+    # observed in float (as onnxruntime's min-max calibration does): each batch sees the float activations,
+    # not ones quantized with the ranges of the batches before
+    prepared.eval()  # batch norm with its running statistics (observers observe in eval mode too)
+    prepared.apply(torch.ao.quantization.disable_fake_quant)
+    batches = rows = 0
+    with torch.no_grad(), quiet():
+        for feeds in [calib] if isinstance(calib, Mapping) else calib:
+            missing = [s.name for s in source.inputs if s.name not in feeds]
+            if missing:
+                raise InputError(f"calibration sample {batches + 1} has no array for input {missing[0]!r}; give one "
+                                 "array per input name")
+            prepared(*(torch.from_numpy(np.asarray(feeds[s.name], dtype=s.np_dtype)) for s in source.inputs))
+            batches += 1
+            rows += len(np.asarray(feeds[source.inputs[0].name]))
+    if not batches:
+        raise InputError("the calibration data holds no samples; give some (a few hundred real inputs is usual)")
+    prepared.apply(torch.ao.quantization.enable_fake_quant)
+    with quiet():
+        finalized = quantizer.finalize(inplace=False)
+    return finalized, {"config": {**config, "how": "coremltools.optimize.torch LinearQuantizer, observed in eval mode"},
+                       "calibration_batches": batches, "calibration_rows": rows,
+                       "calibration_seconds": round(time.perf_counter() - start, 3)}
+
+
+def _compress(ct, package, method: str, out: Path, metadata: dict) -> dict:
+    """Save ``package`` compressed by ``method`` at ``out``; the record holds the config, and the float
+    package's size for comparison (saved to a scratch folder beside ``out``, then removed)."""
+    import coremltools.optimize.coreml as cto
+
+    if method.startswith("palettize"):
+        config = {"mode": "kmeans", "nbits": int(method.removeprefix("palettize")), "granularity": "per_tensor"}
+        compressor, op_config = cto.palettize_weights, cto.OpPalettizerConfig
+    else:
+        config = {"mode": "linear_symmetric", "dtype": method, "granularity": "per_channel"}
+        if method == "int4":
+            config.update(granularity="per_block", block_size=INT4_BLOCK)
+        compressor, op_config = cto.linear_quantize_weights, cto.OpLinearQuantizerConfig
+    config["weight_threshold"] = WEIGHT_THRESHOLD
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        package.save(str(Path(scratch) / out.name))
+        float_bytes = size_of(Path(scratch) / out.name)
+    start = time.perf_counter()
+    with quiet():
+        compressed = compressor(package, config=cto.OptimizationConfig(global_config=op_config(**config)))
+    seconds = time.perf_counter() - start
+    compressed.user_defined_metadata.update(metadata)
+    compressed.save(str(out))
+    return {"config": config, "seconds": round(seconds, 3), "float_package_bytes": float_bytes}
+
+
+def _verified(ct, out: Path, method: str | None, min_target: str) -> dict:
+    """How the package at ``out`` stores its weights, checked: the compression asked for (``method``) must show
+    in them (coremltools skips, without failing, the weights it cannot or need not compress), and the program
+    must need no newer spec version and no op newer than ``min_target``. A CheckFailed says what is wrong."""
+    spec = ct.utils.load_spec(str(out))
+    ops, weights = program_contents(spec)
+    problems = []
+    found = compression_of(ops, weights)
+    if method == "w8a8" and found != method:
+        problems.append(f"w8a8 quantized nothing (its weights are {_listing(weights)}): coremltools.optimize.torch "
+                        "quantizes nn.Conv/nn.Linear modules, which the model (a .pt2's program has none) does not "
+                        "show; give the nn.Module (a state dict with --model-class)")
+    elif method is not None and found != method:
+        floats = sum(n for kind, n in weights.items() if kind.startswith("float"))
+        problems.append(f"{method} compressed nothing (its weights are {_listing(weights)}): coremltools compresses "
+                        f"only weights over {WEIGHT_THRESHOLD} elements" + (f" in blocks of {INT4_BLOCK} input channels"
+                                                                           if method == "int4" else "")
+                        + ("; this model's are too small to gain from it: ship it uncompressed" if floats else ""))
+    if spec.specificationVersion > spec_version(min_target):
+        problems.append(f"its spec version {spec.specificationVersion} is newer than {min_target} reads "
+                        f"({spec_version(min_target)})")
+    unsupported = _unsupported_ops(ct, ops, min_target)
+    if unsupported:
+        problems.append(f"ops {', '.join(unsupported)} do not exist on {min_target}")
+    if problems:
+        raise CheckFailed(f"{out.name}: {'; '.join(problems)}; nothing written")
+    compressed = sum(compressed_weights(weights).values())
+    return {"package_bytes": size_of(out), "weights": dict(weights.most_common()), "quantize_ops": ops["quantize"],
+            "dequantize_ops": ops["dequantize"], "compressed_weights": compressed}
+
+
+def _listing(weights) -> str:
+    return ", ".join(f"{kind} x{n}" for kind, n in weights.most_common()) or "none"
+
+
+def _unsupported_ops(ct, ops, min_target: str) -> list[str]:
+    """The program's ops that coremltools' op registry has in no version as old as ``min_target``."""
+    from coremltools.converters.mil.mil.ops.registry import SSAOpRegistry
+
+    target = getattr(ct.target, min_target)
+    return sorted(op for op in ops if op in SSAOpRegistry.core_ops
+                  and not any(version <= target for version in SSAOpRegistry.core_ops[op]))

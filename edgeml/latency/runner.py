@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import math
 import numbers
 import os
@@ -116,6 +115,8 @@ class BenchResult:
     comparison: dict | None = None
     inputs: dict = field(default_factory=dict)  # the shapes timed and where the inputs came from (describe_feeds)
     providers: list[str] = field(default_factory=list)  # the backend really used (Runtime.providers)
+    device_copies: dict = field(default_factory=dict)  # a GPU run's untimed copies (Runtime.bench_call)
+    runtime_options: dict = field(default_factory=dict)  # the backend's own options (edgeml.load's ``options``)
     samples_ns: list[int] = field(repr=False, default_factory=list)
     cpu_ns: list[int] = field(repr=False, default_factory=list)
 
@@ -258,7 +259,8 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
           threads: int | None = None, device: str = "cpu", data=None, seed: int = 0, method: Method | None = None,
           baseline: str | os.PathLike | dict | None = None, max_regression: float = 0.10,
           against: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-          shapes=None, text: str | os.PathLike | None = None, source: Mapping | None = None) -> BenchResult:
+          shapes=None, text: str | os.PathLike | None = None, source: Mapping | None = None,
+          runtime_options: Mapping | None = None) -> BenchResult:
     """Measure ``artifact``'s latency per call of its Runtime (what an app sees) and judge the gates.
 
     The budget gate judges the lowest of 5 blocks' upper bounds on ``percentile`` (default p90, MLPerf
@@ -269,7 +271,9 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     ``shapes``: sizes of symbolic dims ({"sequence": 128}, "sequence=128" or a list of such; not the batch's:
     that is ``batch``) for generated or tokenized inputs. ``text``: a file of sentences, one a line, tokenized
     by the artifact's tokenizer (``data`` may also name a ``.txt``). The result records the shapes timed
-    and where the inputs came from (``inputs``). ``source``: how to load a source model (``edgeml.load``'s).
+    and where the inputs came from (``inputs``). ``source``: how to load a source model, ``runtime_options``:
+    the backend's own options (``edgeml.load``'s ``source`` and ``options``). On a GPU the calls keep their
+    inputs and outputs on the device (``Runtime.bench_call``); the copies are reported apart.
     """
     from ..environment import differences, fingerprint
     from ..runtimes import load
@@ -281,7 +285,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     base = load_baseline(baseline, artifact, batch, threads) if baseline is not None else None
 
     start = time.perf_counter_ns()
-    runtime = load(artifact, device=device, threads=threads, source=source)
+    runtime = load(artifact, device=device, threads=threads, source=source, options=runtime_options)
     load_ns = time.perf_counter_ns() - start
     clock, notes = gate_clock(method.clock, device)
     with runtime, contextlib.ExitStack() as stack:
@@ -289,8 +293,9 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         batch = inputs.pop("batch", batch)  # data run as it is: its rows are the batch
         say(f"inputs: {format_inputs(inputs)}")
         if against is not None:
-            other = stack.enter_context(load(against, device=device, threads=threads, source=source))
-            other_call = cycle_calls(other.run, bench_inputs(other, batch, data, seed, shapes=shapes, text=text)[0])
+            other = stack.enter_context(load(against, device=device, threads=threads, source=source,
+                                             options=runtime_options))
+            other_call = other.bench_call(bench_inputs(other, batch, data, seed, shapes=shapes, text=text)[0])[0]
             differ = input_differences(runtime.inputs, other.inputs)
             if differ:
                 notes.append(f"{Path(artifact).name} and {Path(against).name} take different inputs ({differ}): the "
@@ -305,7 +310,11 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
             raise generated_failure(runtime.what, runtime.inputs, runtime.meta, first_line(exc.__cause__ or exc)) from exc
         first_ns = time.perf_counter_ns() - start
         say(f"loaded in {load_ns / 1e6:.1f} ms, first inference {first_ns / 1e6:.2f} ms")
-        call = cycle_calls(runtime.run, batches)
+        call, copies = runtime.bench_call(batches)
+        if copies:
+            notes.append(f"inputs and outputs stay on {device} between calls: the copies, not timed, take "
+                         f"{copies['host_to_device_ms']:.3f} ms host to device and {copies['device_to_host_ms']:.3f} "
+                         "ms back (median of 5)")
         warm_runs, warm_ns = warm_up(call, method)
         per_call_ns = warm_ns / max(warm_runs, 1)
         needed = max(method.min_runs, gate_samples(percentile))
@@ -329,7 +338,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
                      f"{percentile_key(percentile)} needs {needed} for bounds that are not a block's slowest call "
                      f"(see the verdict); a longer --max-seconds, or a lower --percentile, gets them")
     notes += noise_notes(analysis, threads)
-    environment = fingerprint(runtime.backend, device, threads)
+    environment = fingerprint(runtime.backend, device, threads, runtime.tools)
     if base is not None:
         comparison = judge_baseline(wall, cpu, base, max_regression, clock)
         differ = differences(environment, base["environment"])
@@ -343,7 +352,9 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
         artifact=str(Path(artifact)), backend=runtime.backend, device=device, batch=batch, threads=threads,
         load_ms=load_ns / 1e6, first_ms=first_ns / 1e6, warmup_runs=warm_runs, warmup_ms=warm_ns / 1e6,
         percentile=percentile, budget_ms=budget_ms, **analysis, environment=environment, notes=notes,
-        comparison=comparison, inputs=inputs, providers=list(runtime.providers), samples_ns=list(wall), cpu_ns=list(cpu),
+        comparison=comparison, inputs=inputs, providers=list(runtime.providers), device_copies=copies,
+        runtime_options=dict(runtime_options or {}),
+        samples_ns=list(wall), cpu_ns=list(cpu),
     )
 
 
@@ -380,7 +391,8 @@ def check_sweep(artifact, batches: list, threads: list, options: dict) -> None:
         return
     for path in (artifact, options.get("against")):
         if path is not None:
-            with load(path, device=options.get("device", "cpu"), threads=threads[0], source=options.get("source")) as runtime:
+            with load(path, device=options.get("device", "cpu"), threads=threads[0], source=options.get("source"),
+                      options=options.get("runtime_options")) as runtime:
                 for b in batches:
                     bench_inputs(runtime, b, options.get("data"), options.get("seed", 0), shapes=options.get("shapes"),
                                  text=options.get("text"))
@@ -415,11 +427,6 @@ def cpu_clock_resolves_calls() -> bool:
     while now == first and clock() < deadline:
         now = read()
     return first < now <= first + 100_000
-
-
-def cycle_calls(run: Callable, batches: list[dict]) -> Callable[[], object]:
-    following = itertools.cycle(batches).__next__
-    return lambda: run(following())
 
 
 def bench_inputs(runtime, batch: int, data, seed: int, *, shapes=None, text=None) -> tuple[list[dict], dict]:

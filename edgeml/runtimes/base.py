@@ -8,7 +8,9 @@ checks that turn a wrong array into a clear error) lives here once.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+import itertools
+import time
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -79,6 +81,8 @@ class Runtime:
     """One loaded model on one backend: ``run(feeds) -> dict``, ``m(*arrays)``, ``predict(X)``."""
 
     backend = "?"
+    #: The packages it computes with, whose versions a measurement records (``environment.fingerprint``).
+    tools: tuple[str, ...] = ()
 
     def __init__(self, inputs: list[TensorSpec], outputs: list[TensorSpec], metadata: Mapping[str, str] | None = None,
                  device: str = "cpu", path: str | None = None, threads: int | None = None):
@@ -133,6 +137,14 @@ class Runtime:
     def providers(self) -> list[str]:
         """The backend really in use, most preferred first: onnxruntime's execution providers, else the device."""
         return [self.device]
+
+    def bench_call(self, batches: list[dict]) -> tuple[Callable[[], object], dict]:
+        """What ``edgeml bench`` times: a call that runs the next of ``batches`` (in turn), and the copies it
+        leaves out ({} here: on the CPU a call is ``run``, numpy in and out, as an app makes it). A runtime on a
+        GPU keeps the inputs and outputs on the device, copied there once, so that a call is the device's work
+        alone, waited for; it returns the copy times apart (``host_to_device_ms``, ``device_to_host_ms``)."""
+        following = itertools.cycle(batches).__next__
+        return (lambda: self.run(following())), {}
 
     @property
     def input_names(self) -> list[str]:
@@ -269,6 +281,16 @@ def _column(frame: Any, spec: TensorSpec) -> np.ndarray:
 #: The most intra-op threads a runtime may start. A fixed number, not one tied to this machine's cores: a
 #: command or baseline that works on a developer's 32-core box must not be refused on a 2-core CI runner.
 MAX_THREADS = 256
+
+
+def median_ms(action: Callable[[], object], repeats: int = 5) -> float:
+    """The median wall time of ``repeats`` runs of ``action`` (a device copy), in ms."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        action()
+        times.append(time.perf_counter_ns() - start)
+    return float(np.median(times)) / 1e6
 
 
 def check_threads(threads: int | None) -> int | None:

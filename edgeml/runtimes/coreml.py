@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,23 +29,28 @@ def coremltools():
 #: Package metadata key of the source inputs' dim names ({input: [name or None per axis]}): a CoreML spec keeps
 #: each dim's range but not its name.
 DIM_NAMES = "edgeml.dim_names"
+#: Core ML's compute units (coremltools' ``ComputeUnit`` names).
+COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 #: ArrayFeatureType.ArrayDataType numbers -> edgeml dtypes.
 _DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 
 
 class CoreMLRuntime(Runtime):
     backend = "coreml"
+    tools = ("coremltools",)
 
-    def __init__(self, path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, compute_units: str | None = None):
         """``device``: "cpu" runs on the CPU only (CPU_ONLY); anything else lets Core ML pick the GPU and the
-        Neural Engine too (ALL)."""
+        Neural Engine too (ALL). ``compute_units``: one of COMPUTE_UNITS, instead of what ``device`` says."""
         path = Path(path)
+        if compute_units is not None and compute_units not in COMPUTE_UNITS:
+            raise InputError(f"compute_units {compute_units!r} is not one of {', '.join(COMPUTE_UNITS)}")
         if sys.platform != "darwin":
             raise BackendMissing(f"{path.name}: CoreML packages run only on macOS (Core ML predicts there, not on "
                                  f"{platform.system()}); here inspect and verify them, or run an ONNX artifact (--to onnx)")
         ct = coremltools()
         inputs, outputs, metadata, _ = describe(path)
-        units = getattr(ct.ComputeUnit, "CPU_ONLY" if device == "cpu" else "ALL")
+        units = getattr(ct.ComputeUnit, compute_units or ("CPU_ONLY" if device == "cpu" else "ALL"))
         try:
             self._model = ct.models.MLModel(str(path), compute_units=units)
         except Exception as exc:  # noqa: BLE001 - Core ML's compiler refuses a package
@@ -96,7 +103,7 @@ def describe(path: Path):
         array = feature.type.multiArrayType
         given = names.get(feature.name) or []
         shape, ranges = [], {}
-        for axis, (size, bounds) in enumerate(zip(array.shape, array.shapeRange.sizeRanges or [None] * len(array.shape))):
+        for axis, (size, bounds) in enumerate(zip(array.shape, _axis_bounds(array))):
             if bounds is not None and bounds.lowerBound != bounds.upperBound:
                 name = (given[axis] if axis < len(given) and given[axis] else None) or f"{feature.name}_dim{axis}"
                 shape.append(name)
@@ -111,3 +118,101 @@ def describe(path: Path):
     outputs = [TensorSpec(f.name, tuple(int(d) for d in f.type.multiArrayType.shape) or ("?",), dtype(f))
                for f in spec.description.output]
     return inputs, outputs, metadata, spec
+
+
+class _Bounds(NamedTuple):
+    lowerBound: int
+    upperBound: int
+
+
+def _axis_bounds(array) -> list:
+    """Each axis's (lowerBound, upperBound): from the shape range, or for enumerated shapes the smallest and
+    largest size each axis takes (None: fixed)."""
+    if array.shapeRange.sizeRanges:
+        return list(array.shapeRange.sizeRanges)
+    shapes = enumerated_shapes(array)
+    if shapes:
+        return [_Bounds(min(sizes), max(sizes)) for sizes in zip(*shapes)]
+    return [None] * len(array.shape)
+
+
+def enumerated_shapes(array) -> list[list[int]]:
+    """The shapes an input with ``EnumeratedShapes`` takes ([] for a range or a fixed shape)."""
+    return [list(shape.shape) for shape in array.enumeratedShapes.shapes]
+
+
+#: The compressed-weight ops of an mlprogram and the argument holding the stored values.
+_COMPRESSED = {"constexpr_affine_dequantize": "quantized_data", "constexpr_blockwise_shift_scale": "data",
+               "constexpr_lut_to_dense": "indices"}
+
+
+def program_contents(spec) -> tuple[Counter, Counter]:
+    """The main function's op histogram, and its weights' element counts by how they are stored: "float16",
+    "int8", "int4", ..., and "lutN" for palettized weights (N-bit indices into a table of values). A
+    compressed weight counts once, with the size of the dense tensor it expands to."""
+    from coremltools.proto import MIL_pb2
+
+    main = spec.mlProgram.functions["main"]
+    block = main.block_specializations[main.opset]
+    ops, weights = Counter(op.type for op in block.operations), Counter()
+
+    def dims(tensor) -> list[int]:
+        return [d.constant.size for d in tensor.dimensions]
+
+    def argument(op, name):  # an attribute before iOS18, an inline input binding since
+        if name in op.attributes:
+            return op.attributes[name].type.tensorType
+        bindings = [b for b in op.inputs[name].arguments if b.WhichOneof("binding") == "value"] if name in op.inputs else []
+        return bindings[0].value.type.tensorType if bindings else None
+
+    for op in block.operations:
+        if op.type == "const":
+            value = op.attributes.get("val")
+            if value is not None and value.type.WhichOneof("type") == "tensorType":
+                weights[MIL_pb2.DataType.Name(value.type.tensorType.dataType).lower()] += int(np.prod(dims(value.type.tensorType)))
+        elif op.type in _COMPRESSED:
+            stored = argument(op, _COMPRESSED[op.type])
+            if stored is None:
+                continue
+            kind = MIL_pb2.DataType.Name(stored.dataType).lower()
+            if op.type == "constexpr_lut_to_dense":
+                lut = dims(argument(op, "lut"))
+                kind = f"lut{int(np.log2(lut[0] if len(lut) == 1 else lut[-2]))}"
+            weights[kind] += int(np.prod(dims(op.outputs[0].type.tensorType)))
+    return ops, weights
+
+
+#: The spec version each deployment target reads (coremltools' ``ct.target`` values); macOS13..15 are
+#: iOS16..18's twins.
+SPEC_VERSIONS = {"iOS16": 7, "iOS17": 8, "iOS18": 9}
+TWINS = {"macOS13": "iOS16", "macOS14": "iOS17", "macOS15": "iOS18"}
+#: How compressed weights are stored (``program_contents``), besides "lutN".
+_STORED = {"int8", "uint8", "int4", "uint4"}
+
+
+def spec_version(min_target: str) -> int:
+    """The Core ML spec version a deployment target reads."""
+    return SPEC_VERSIONS[TWINS.get(min_target, min_target)]
+
+
+def target_of(specification_version: int) -> str:
+    """The oldest deployment target that reads a spec version (7: iOS16/macOS13, 8: iOS17, 9: iOS18)."""
+    return next((name for name, version in SPEC_VERSIONS.items() if version >= specification_version),
+                "newer than iOS18")
+
+
+def compression_of(ops: Counter, weights: Counter) -> str | None:
+    """The compression a program's ops and weights show, named as the ``compress`` option names it: "w8a8"
+    (quantized activations), else the most common compressed weight storage; None for float weights only."""
+    if ops["quantize"] and ops["dequantize"]:
+        return "w8a8"
+    stored = compressed_weights(weights)
+    if not stored:
+        return None
+    kind = max(stored, key=stored.get)
+    return f"palettize{kind[3:]}" if kind.startswith("lut") else kind
+
+
+def compressed_weights(weights: Counter) -> dict[str, int]:
+    """The weights stored compressed ({storage: elements}), of a ``program_contents`` count."""
+    return {kind: n for kind, n in weights.items() if kind in _STORED or kind.startswith("lut")}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import BackendMissing, InputError, first_line, no_such_file
 from ..spec import TensorSpec
-from .base import Runtime, check_threads
+from .base import Runtime, check_threads, median_ms
 
 #: onnxruntime's element type names that differ from edgeml's; the rest (int8, uint64, bfloat16...) are alike.
 _ORT_NAMES = {"float": "float32", "double": "float64", "string": "str"}
@@ -43,22 +46,120 @@ def session_options(threads: int | None = None):
     return options
 
 
-def providers_for(device: str) -> list:
+def providers_for(device: str, options: Mapping[str, Any] | None = None) -> list:
+    """onnxruntime's providers for ``device``, most preferred first; ``options`` go to the first one (the GPU
+    provider: ``device_id`` from ``cuda:N``, the rest as given, e.g. ``trt_fp16_enable``)."""
     import onnxruntime as ort
 
     kind, colon, index = str(device).partition(":")
     if kind not in _PROVIDERS or (colon and not (index.isascii() and index.isdigit())):
         raise InputError(f"unknown device {device!r} for onnxruntime; use cpu, cuda[:N] or tensorrt[:N]")
     wanted = _PROVIDERS[kind]
+    options = dict(options or {})
+    if kind == "cpu":
+        if options:
+            raise InputError(f"runtime options ({', '.join(options)}) are options of onnxruntime's CUDA and TensorRT "
+                             "providers; use them with --device cuda or tensorrt, or drop them")
+        return list(wanted)
+    both = [name for name in ("onnxruntime", "onnxruntime-gpu") if _installed(name)]
+    if len(both) == 2:
+        raise BackendMissing("onnxruntime and onnxruntime-gpu are both installed: they provide one module and break "
+                             "each other's GPU providers; pip uninstall -y onnxruntime onnxruntime-gpu, then pip "
+                             "install onnxruntime-gpu")
     available = ort.get_available_providers()
     if wanted[0] not in available:
         raise BackendMissing(
             f"device {device!r} needs onnxruntime's {wanted[0]}, which this onnxruntime {ort.__version__} lacks "
             f"(it has {', '.join(available)}); install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
         )
-    if index:
-        return [(p, {"device_id": int(index)}) if p != "CPUExecutionProvider" else p for p in wanted]
-    return list(wanted)
+    device_id = {"device_id": int(index)} if index else {}
+    first, *rest = wanted
+    return [(first, {**device_id, **options}), *((p, device_id) if device_id and p != "CPUExecutionProvider" else p
+                                                 for p in rest)]
+
+
+#: Graph optimizers that crash onnxruntime 1.32 (a segfault, not an error) on some float16 graphs, e.g. an
+#: nn.TransformerEncoder's FP16 export: the x86 NCHWc layout pass. Never applied to a graph with float16 weights.
+FLOAT16_UNSAFE = ("NchwcTransformer",)
+
+
+def _holds_float16(model: str | bytes) -> bool:
+    """Whether an ONNX model (a file, or serialized) has float16 initializers; an ORT format file is not read."""
+    if isinstance(model, bytes):
+        return _float16_weights(model)
+    if model.lower().endswith(".ort"):
+        return False
+    stat = os.stat(model)
+    return _float16_file(os.path.realpath(model), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _float16_file(path: str, mtime_ns: int, size: int) -> bool:
+    """``_float16_weights`` of a file, read once per version of it (parsing a large model takes a while)."""
+    with open(path, "rb") as f:
+        return _float16_weights(f.read())
+
+
+def _float16_weights(serialized: bytes) -> bool:
+    """Read from the protobuf wire format itself (the runtime path imports no onnx): ModelProto.graph (field
+    7) -> GraphProto.initializer (5) -> TensorProto.data_type (2) == FLOAT16 (10). Not ONNX: False, and
+    onnxruntime says what is wrong with it."""
+    try:
+        for graph, start, end in _fields(serialized, 0, len(serialized)):
+            if graph == 7 and end is not None:
+                for initializer, i_start, i_end in _fields(serialized, start, end):
+                    if initializer == 5 and i_end is not None and any(
+                            number == 2 and stop is None and value == 10
+                            for number, value, stop in _fields(serialized, i_start, i_end)):
+                        return True
+    except (IndexError, ValueError):
+        return False
+    return False
+
+
+def _fields(data: bytes, start: int, end: int):
+    """The protobuf fields between ``start`` and ``end``: (number, value, None) for a varint, (number, first
+    byte, end) for a length-delimited one; fixed-size ones are skipped."""
+    position = start
+    while position < end:
+        key, position = _varint(data, position)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, position = _varint(data, position)
+            yield number, value, None
+        elif wire == 2:
+            length, position = _varint(data, position)
+            if position + length > end:
+                raise ValueError("a field runs past its message")
+            yield number, position, position + length
+            position += length
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
 
 
 def check_providers(device: str, asked: list, used: list[str]) -> None:
@@ -78,11 +179,13 @@ def check_providers(device: str, asked: list, used: list[str]) -> None:
 
 class OnnxRuntime(Runtime):
     backend = "onnxruntime"
+    tools = ("onnxruntime", "onnxruntime-gpu")
 
     def __init__(self, path: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None,
-                 disabled_optimizers: list[str] | None = None):
+                 disabled_optimizers: list[str] | None = None, provider_options: Mapping[str, Any] | None = None):
         """``path``: an ONNX (or ORT format) file, or a serialized model in memory. ``disabled_optimizers``:
-        graph optimizers onnxruntime must not apply (to compute as a file saved without them does)."""
+        graph optimizers onnxruntime must not apply (to compute as a file saved without them does).
+        ``provider_options``: options of the GPU provider ``device`` names (``providers_for``)."""
         import onnxruntime as ort
 
         if not isinstance(path, bytes):
@@ -90,7 +193,9 @@ class OnnxRuntime(Runtime):
             if not os.path.isfile(path):
                 raise no_such_file(path)
         what = "the in-memory ONNX model" if isinstance(path, bytes) else path
-        options, providers = session_options(threads), providers_for(device)
+        options, providers = session_options(threads), providers_for(device, provider_options)
+        if _holds_float16(path):
+            disabled_optimizers = sorted({*(disabled_optimizers or ()), *FLOAT16_UNSAFE})
         try:
             self._session = ort.InferenceSession(path, options, providers=providers,
                                                  disabled_optimizers=disabled_optimizers)
@@ -123,6 +228,39 @@ class OnnxRuntime(Runtime):
     def providers(self) -> list[str]:
         """The execution providers the session really uses, most preferred first (also after ``close``)."""
         return list(self._providers)
+
+    def bench_call(self, batches: list[dict]):
+        kind, _, index = self.device.partition(":")
+        return super().bench_call(batches) if kind == "cpu" else self.bound_call(batches, "cuda", int(index or 0))
+
+    def bound_call(self, batches: list[dict], device_type: str, device_id: int = 0):
+        """``bench_call`` through onnxruntime's IOBinding: each batch's inputs copied to ``device_type`` once,
+        outputs left where the session computes them; a call returns its binding."""
+        import onnxruntime as ort
+
+        def place(feeds: dict) -> list:
+            return [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feeds[c.name]), device_type, device_id)
+                    for c in self._checks]
+
+        bindings = []
+        for feeds in batches:
+            binding = self._session.io_binding()
+            for check, value in zip(self._checks, place({c.name: c(feeds[c.name]) for c in self._checks})):
+                binding.bind_ortvalue_input(check.name, value)
+            for name in self._output_names:
+                binding.bind_output(name, device_type, device_id)
+            bindings.append(binding)
+        following = itertools.cycle(bindings).__next__
+        run = self._session.run_with_iobinding
+
+        def compute(binding):
+            run(binding)
+            binding.synchronize_outputs()
+            return binding
+
+        copies = {"host_to_device_ms": median_ms(lambda: place(batches[0])),
+                  "device_to_host_ms": median_ms(compute(bindings[0]).copy_outputs_to_cpu)}
+        return (lambda: compute(following())), copies
 
     def close(self) -> None:
         super().close()

@@ -6,13 +6,14 @@ users run today and that the benchmarks compare against.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import BackendMissing, InputError, first_line, require
 from ..spec import TensorSpec, check_input_bytes, spec_of_array
-from .base import Runtime, check_threads
+from .base import Runtime, check_threads, median_ms
 
 
 def flatten_outputs(result: Any) -> list:
@@ -46,6 +47,7 @@ class TorchRuntime(Runtime):
     """Runs a callable already placed on ``device`` (see ``place_on``)."""
 
     backend = "torch"
+    tools = ("torch",)
 
     def __init__(self, module: Callable, inputs: list[TensorSpec], device: str = "cpu", path: str | None = None,
                  threads: int | None = None):
@@ -87,6 +89,35 @@ class TorchRuntime(Runtime):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._arrays(self._forward([feeds[n] for n in self.input_names]))
+
+    def bench_call(self, batches: list[dict]):
+        return super().bench_call(batches) if self._device.type == "cpu" else self.placed_call(batches)
+
+    def placed_call(self, batches: list[dict]):
+        """``bench_call`` with every batch's tensors on the runtime's device once and the outputs left there;
+        each call waits for the device (``torch.cuda.synchronize``)."""
+        torch, device = self._torch, self._device
+
+        def place(feeds: dict) -> list:
+            tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in self.input_names]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return tensors
+
+        placed = [place(feeds) for feeds in batches]
+        following = itertools.cycle(placed).__next__
+
+        def compute(tensors):
+            with torch.inference_mode():
+                result = self._module(*tensors)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return result
+
+        outputs = flatten_outputs(compute(placed[0]))
+        copies = {"host_to_device_ms": median_ms(lambda: place(batches[0])),
+                  "device_to_host_ms": median_ms(lambda: [t.cpu() for t in outputs])}
+        return (lambda: compute(following())), copies
 
 
 def place_on(model: Any, device: str):

@@ -31,6 +31,7 @@ def output_specs(estimator: Any) -> list[TensorSpec]:
 
 class SklearnRuntime(Runtime):
     backend = "sklearn"
+    tools = ("scikit-learn",)
 
     def __init__(self, estimator: Any, inputs: list[TensorSpec], columns: bool = False, path: str | None = None):
         """``columns``: the estimator was fitted on a DataFrame and each input is one of its columns."""
