@@ -318,6 +318,9 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
                                            compat=trt_compat)),
                          fp16=fp16)
     for artifact in result.artifacts:
+        if artifact.kept:
+            click.echo(f"kept {artifact.path} (listed in {result.manifest.name}, as it was)")
+            continue
         status = "checked" if artifact.check or "quantization" in artifact.record else "UNVERIFIED"
         size = size_of(artifact.path) / 1024
         click.echo(f"wrote {artifact.path} ({artifact.precision}, {size:.1f} KiB, {status})")
@@ -354,9 +357,13 @@ def _coreml_compression(to: str, int8: bool, calib, int4: bool, palettize) -> st
     asked = [c for c, wanted in (("int4", int4), (f"palettize{palettize}", palettize)) if wanted]
     if len(asked) > 1:
         raise InputError("--int4 and --palettize are two CoreML compressions; give one per run")
+    targets = {t.strip().lower() for t in to.split(",")}
     if asked:
+        if int8 and "coreml" in targets and not targets & {"onnx", "ort", "tensorrt"}:
+            raise InputError(f"--int8 and --{asked[0].rstrip('468')} are two CoreML compressions and --to builds no "
+                             "ONNX INT8 artifact; give one of them")
         return asked[0]
-    if int8 and "coreml" in {t.strip().lower() for t in to.split(",")}:
+    if int8 and "coreml" in targets:
         return "w8a8" if calib else "int8"
     return None
 

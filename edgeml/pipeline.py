@@ -42,6 +42,7 @@ class Artifact:
     check: CheckResult | None
     record: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)  # what ``edgeml inspect`` says of it
+    kept: bool = False  # listed before and used as it was (an in-place conversion's start), not written now
 
     @property
     def precision(self) -> str:
@@ -189,9 +190,10 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
         fp32, unfused = _build_onnx(source, fp32_final, steps, data, atol, rtol, say)  # the other targets start here
     # What was converted from the old ONNX artifacts does not compute the new ones: gone before anything is
     # built from them (a failed rebuild must not leave them listed as checked against the new file).
+    # In place, only the targets rebuilt from the listed file go.
+    parents = (fp32_final.name, int8_final.name, fp16_final.name) if listed is None else (fp32_final.name,)
     for entry in read_manifest(output_dir)["artifacts"]:
-        if (entry.get("build", {}).get("built_from") in (fp32_final.name, int8_final.name, fp16_final.name)
-                and (listed is None or entry["target"] in derived)):
+        if entry.get("build", {}).get("built_from") in parents and (listed is None or entry["target"] in derived):
             remove_artifact(output_dir / entry["file"])
     onnx_artifacts = [fp32]
     # Built from the previous FP32 model, old INT8 and FP16 files must not outlive a failed rebuild.
@@ -233,7 +235,7 @@ def _listed_parent(source: SourceModel, final: Path, targets: list[str], variant
     if entry is None or entry.get("sha256") != sha256(final):
         raise InputError(f"{final} is not an artifact its folder's {MANIFEST_NAME} lists (or it changed since): "
                          f"converting it in place would leave it unchecked; {fix}")
-    artifact = Artifact(final, "onnx", None, dict(entry.get("build", {})))
+    artifact = Artifact(final, "onnx", None, dict(entry.get("build", {})), kept=True)
     artifact.info = {**backends.inspect(final), "file": str(final)}
     return artifact
 

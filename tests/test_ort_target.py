@@ -125,3 +125,22 @@ def test_a_token_model_is_checked_in_ort_format_on_its_vocabulary(encoder, tmp_p
     ort_artifact = result.artifacts[-1]
     assert ort_artifact.path.name == "enc.ort" and ort_artifact.check.passed
     assert "ids in [1, 50)" in ort_artifact.check.summary()
+
+
+def test_in_place_only_what_came_from_the_listed_file_is_rebuilt(built, tmp_path):
+    """`edgeml convert build/model.onnx --to ort -o build`: the listed ONNX file is kept as it is, its ORT twin
+    rebuilt; what came from the INT8 file (model.int8.ort) stays listed and in place."""
+    import shutil
+
+    _, out, _ = built
+    folder = tmp_path / "build"
+    shutil.copytree(out, folder)
+    before = {e["file"]: e for e in json.loads((folder / MANIFEST_NAME).read_text())["artifacts"]}
+    result = CliRunner().invoke(main, ["convert", str(folder / "model.onnx"), "--to", "ort", "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert f"kept {folder / 'model.onnx'} (listed in {MANIFEST_NAME}, as it was)" in result.output
+    assert f"wrote {folder / 'model.ort'}" in result.output and "UNVERIFIED" not in result.output
+    after = {e["file"]: e for e in json.loads((folder / MANIFEST_NAME).read_text())["artifacts"]}
+    assert set(after) == set(before) == {"model.onnx", "model.ort", "model.int8.onnx", "model.int8.ort"}
+    assert after["model.int8.ort"] == before["model.int8.ort"] and after["model.onnx"] == before["model.onnx"]
+    assert edgeml.verify(folder).ok

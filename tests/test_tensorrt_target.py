@@ -110,6 +110,7 @@ def _config():
     calls = []
     config = SimpleNamespace(builder_optimization_level=3, hardware_compatibility_level=0, calls=calls,
                              set_flag=lambda flag: calls.append(("flag", flag)),
+                             clear_flag=lambda flag: calls.append(("clear", flag)),
                              set_memory_pool_limit=lambda pool, size: calls.append(("pool", pool, size)))
     return config
 
@@ -120,13 +121,14 @@ def test_the_builder_flags_use_only_names_this_tensorrt_has(version):
     assert trt_target.network_flags(trt) == (1 << 5 if version == 10 else 0)
     config = _config()
     record = trt_target.configure(trt, config, {"workspace": 2**30, "opt_level": 5, "compat": "both"})
-    assert record == {"version_compatible": True, "hardware_compatibility": "ampere_plus"}
-    assert config.calls == [("pool", 0, 2**30), ("flag", 12)]  # never FP16/INT8: the ONNX file holds the types
+    assert record == {"version_compatible": True, "hardware_compatibility": "ampere_plus", "tf32": False}
+    # never FP16/INT8 (the ONNX file holds the types); TF32 off, so FP32 layers compute in FP32
+    assert config.calls == [("clear", 7), ("pool", 0, 2**30), ("flag", 12)]
     assert (config.builder_optimization_level, config.hardware_compatibility_level) == (5, 1)
     plain = _config()
     assert trt_target.configure(trt, plain, {"compat": "none"}) == {"version_compatible": False,
-                                                                   "hardware_compatibility": "none"}
-    assert plain.calls == [] and plain.hardware_compatibility_level == 0
+                                                                   "hardware_compatibility": "none", "tf32": False}
+    assert plain.calls == [("clear", 7)] and plain.hardware_compatibility_level == 0
 
 
 def test_a_feature_this_tensorrt_lacks_is_exit_3_naming_it():
@@ -246,7 +248,7 @@ def test_inspect_and_load_without_tensorrt_are_exit_3(tmp_path):
     engine.write_bytes(b"not an engine")
     with pytest.raises(BackendMissing):
         edgeml.inspect(engine)
-    with pytest.raises((BackendMissing, InputError)):
+    with pytest.raises(BackendMissing):
         edgeml.load(engine)
     assert backends.backend_for(engine).name == "tensorrt"
 

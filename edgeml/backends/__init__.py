@@ -16,8 +16,8 @@ from ..errors import InputError
 @dataclass(frozen=True)
 class Backend:
     """An artifact format: ``suffix`` names its files (or folders, with ``folder``); ``runtime(path, device,
-    threads, **options)`` opens one behind the Runtime contract (``options``: the backend's own, an
-    InputError naming those it takes when one is unknown); ``inspect(path)`` describes one as ``edgeml inspect``
+    threads, **options)`` opens one behind the Runtime contract (``options``: the backend's own; onnxruntime
+    hands them to its GPU provider, which judges them); ``inspect(path)`` describes one as ``edgeml inspect``
     prints it, and is how ``edgeml verify`` proves that one loads (an InputError when not); ``tools`` are the
     packages whose versions manifests and bench fingerprints record."""
 

@@ -115,6 +115,9 @@ def configure(trt, config, options: dict) -> dict:
         return BackendMissing(f"this TensorRT has no {name}, which the TensorRT options asked for; drop the option or "
                               "use TensorRT 10 or later")
 
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is not None:  # on by default from Ampere on: FP32 layers would compute in TF32, off the FP32 check
+        config.clear_flag(tf32)
     if options.get("workspace"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options["workspace"])
     if options.get("opt_level") is not None:
@@ -134,7 +137,8 @@ def configure(trt, config, options: dict) -> dict:
         if level is None or not hasattr(config, "hardware_compatibility_level"):
             raise lacking("HardwareCompatibilityLevel.AMPERE_PLUS")
         config.hardware_compatibility_level = level
-    return {"version_compatible": version, "hardware_compatibility": "ampere_plus" if hardware else "none"}
+    return {"version_compatible": version, "hardware_compatibility": "ampere_plus" if hardware else "none",
+            "tf32": False}
 
 
 def require_gpu(command: str, index: int = 0) -> dict:
@@ -183,14 +187,15 @@ def _timing_cache(config, path: str | None) -> str:
 
 
 def _save_timing_cache(config, path: str) -> None:
-    """Write the build's timing cache to ``path`` atomically, merged with what another build wrote meanwhile."""
+    """Write the build's timing cache to ``path`` atomically, merged with what another build on this device
+    and TensorRT wrote meanwhile (one from elsewhere is not merged: it is replaced)."""
     from ..files import write_bytes_atomic
 
     cache = config.get_timing_cache()
     if Path(path).is_file():
         previous = config.create_timing_cache(Path(path).read_bytes())
         if previous is not None:
-            cache.combine(previous, ignore_mismatch=True)
+            cache.combine(previous, ignore_mismatch=False)
     write_bytes_atomic(path, bytes(memoryview(cache.serialize())))
 
 

@@ -287,6 +287,7 @@ def bench(artifact: str | os.PathLike, *, budget_ms: float | None = None, percen
     start = time.perf_counter_ns()
     runtime = load(artifact, device=device, threads=threads, source=source, options=runtime_options)
     load_ns = time.perf_counter_ns() - start
+    device = runtime.device  # a TensorRT engine runs on the GPU whatever the default said
     clock, notes = gate_clock(method.clock, device)
     with runtime, contextlib.ExitStack() as stack:
         batches, inputs = bench_inputs(runtime, batch, data, seed, shapes=shapes, text=text)

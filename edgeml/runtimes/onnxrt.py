@@ -204,7 +204,9 @@ class OnnxRuntime(Runtime):
             unsupported = "NOT_IMPLEMENTED" in reason or "not currently registered or supported" in reason
             hint = ("an op or type there has no kernel in this onnxruntime: try another opset or dtype" if unsupported
                     else "the file is newer than this onnxruntime reads: pip install -U onnxruntime"
-                    if "IR version" in reason else "the file may be truncated or corrupt: re-export it")
+                    if "IR version" in reason else
+                    f"check the provider options ({', '.join(provider_options)}) against onnxruntime's documentation"
+                    if provider_options else "the file may be truncated or corrupt: re-export it")
             raise InputError(f"onnxruntime {ort.__version__} cannot load {what} ({reason}); {hint}") from exc
         self._providers = self._session.get_providers()
         check_providers(device, providers, self._providers)

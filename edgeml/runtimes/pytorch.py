@@ -99,7 +99,7 @@ class TorchRuntime(Runtime):
         torch, device = self._torch, self._device
 
         def place(feeds: dict) -> list:
-            tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in self.input_names]
+            tensors = [torch.from_numpy(np.ascontiguousarray(c(feeds[c.name]))).to(device) for c in self._checks]
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             return tensors

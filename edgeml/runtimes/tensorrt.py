@@ -267,6 +267,26 @@ class TensorRTRuntime(Runtime):
         if problem:
             raise BackendMissing(f"{path.name} cannot run here: {problem}")
         self._device = self._open_device(index)  # first: the engine is deserialized onto the current device
+        try:
+            self._open_engine(trt, path, record, command)
+        except BaseException:
+            self._device.close()  # its stream and buffers, when the engine cannot be used
+            raise
+        self.tensorrt_version, self.gpu = trt.__version__, here
+        own = own_description(self._engine)
+        self.precision = own.get("precision", "?")
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._profile = {n: [tuple(s) for s in self._engine.get_tensor_profile_shape(n, 0)] for n in names if is_input[n]}
+        given = {s["name"]: TensorSpec.from_dict(s) for s in own.get("inputs", []) + own.get("outputs", [])}
+        inputs = [self._spec(trt, n, given.get(n)) for n in names if is_input[n]]
+        outputs = [self._spec(trt, n, given.get(n)) for n in names if not is_input[n]]
+        self._buffers: dict[str, tuple[object, int, int]] = {}  # name -> (buffer, pointer, capacity in bytes)
+        self._lock = threading.Lock()
+        super().__init__(inputs, outputs, own.get("metadata", {}), device=device, path=str(path), threads=threads)
+
+    def _open_engine(self, trt, path: Path, record: dict | None, command: str) -> None:
+        """Deserialize the engine and make its execution context; either failing is exit 3 with the reason."""
         self._log = logger(trt)
         self._trt_runtime = trt.Runtime(self._log)
         if (record or {}).get("version_compatible"):
@@ -282,18 +302,6 @@ class TensorRTRuntime(Runtime):
         if self._context is None:
             raise BackendMissing(f"TensorRT could not create an execution context for {path.name} "
                                  f"({first_line(self._log.errors[-1]) if self._log.errors else 'out of GPU memory?'})")
-        self.tensorrt_version, self.gpu = trt.__version__, here
-        own = own_description(self._engine)
-        self.precision = own.get("precision", "?")
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        self._profile = {n: [tuple(s) for s in self._engine.get_tensor_profile_shape(n, 0)] for n in names if is_input[n]}
-        given = {s["name"]: TensorSpec.from_dict(s) for s in own.get("inputs", []) + own.get("outputs", [])}
-        inputs = [self._spec(trt, n, given.get(n)) for n in names if is_input[n]]
-        outputs = [self._spec(trt, n, given.get(n)) for n in names if not is_input[n]]
-        self._buffers: dict[str, tuple[object, int, int]] = {}  # name -> (buffer, pointer, capacity in bytes)
-        self._lock = threading.Lock()
-        super().__init__(inputs, outputs, own.get("metadata", {}), device=device, path=str(path), threads=threads)
 
     def _spec(self, trt, name: str, given: TensorSpec | None) -> TensorSpec:
         """A tensor's spec: the ONNX file's (dim names and ranges) where edgeml built the engine and the ranks
@@ -458,6 +466,7 @@ class TensorRTRuntime(Runtime):
         super().close()
         with self._lock:
             self._buffers.clear()
-            self._device.close()
-            self._context = self._engine = self._trt_runtime = None
+            if self._device is not None:
+                self._device.close()
+            self._device = self._context = self._engine = self._trt_runtime = None
 
