@@ -119,6 +119,8 @@ def test_w8a8_quantizes_activations_from_the_calibration_samples(w8a8):
     assert info["compression"] == "w8a8" and info["ops"]["quantize"] == info["ops"]["dequantize"] >= 3
     assert info["weights"]["int8"] == 16 * 3 * 3 * 3 + 4 * 16  # the small weights too: quantized in torch
     assert compression["calibration_batches"] == compression["calibration_rows"] == 12
+    simulated = compression["simulated"]  # judged in torch before shipping: Linux cannot run the package
+    assert simulated["passed"] and simulated["judged_on"] == "cosine" and simulated["min_cosine"] >= 0.99
     assert info["deployment_target"] == "iOS17" and info["inputs"][0]["dtype"] == "float32"
     assert info["inputs"][0]["ranges"] == {"batch": [1, 8, 8]}
 
@@ -203,3 +205,29 @@ def test_the_cli_writes_the_float_package_and_its_compressed_variant(tmp_path):
     assert refused.exit_code == 2 and "give one per run" in refused.output
     files = {e["file"] for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]}
     assert files == {"mlp.mlpackage", "mlp.int8.mlpackage"}
+
+
+class _Outlier(torch.nn.Module):
+    """One hidden channel 1000x the others, which the next layer ignores: a per-tensor uint8 activation scale
+    set by it rounds every other channel to zero, so W8A8 computes nothing like the float model."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(16, 64), torch.nn.Linear(64, 8)
+        with torch.no_grad():
+            self.a.weight[0] *= 1000.0
+            self.b.weight[:, 0] = 0.0
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_w8a8_that_breaks_the_model_is_refused_before_it_is_shipped(tmp_path):
+    rng = np.random.default_rng(0)
+    calib = [{"x": rng.standard_normal((8, 16)).astype(np.float32)} for _ in range(4)]
+    with pytest.raises(CheckFailed, match=r"w8a8: the quantized model \(simulated in torch.*cosine of -?0\.\d+ .* on 32 "
+                                          r"calibration samples \(0\.99 needed\); nothing written: compress with int8"):
+        edgeml.convert(_Outlier().eval(), "coreml", tmp_path, inputs=["x:1..8x16"], target_options={
+            "coreml": {"compress": "w8a8", "min_target": "iOS17", "calib": calib}})
+    assert [p.name for p in tmp_path.glob("*.mlpackage")] == ["model.mlpackage"]  # the float package only

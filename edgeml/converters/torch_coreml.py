@@ -210,24 +210,58 @@ def _calibrated(torch, model, source: SourceModel, args: tuple, calib) -> tuple:
     # not ones quantized with the ranges of the batches before
     prepared.eval()  # batch norm with its running statistics (observers observe in eval mode too)
     prepared.apply(torch.ao.quantization.disable_fake_quant)
-    batches = rows = 0
+    batches = []
     with torch.no_grad(), quiet():
         for feeds in [calib] if isinstance(calib, Mapping) else calib:
             missing = [s.name for s in source.inputs if s.name not in feeds]
             if missing:
-                raise InputError(f"calibration sample {batches + 1} has no array for input {missing[0]!r}; give one "
-                                 "array per input name")
-            prepared(*(torch.from_numpy(np.asarray(feeds[s.name], dtype=s.np_dtype)) for s in source.inputs))
-            batches += 1
-            rows += len(np.asarray(feeds[source.inputs[0].name]))
+                raise InputError(f"calibration sample {len(batches) + 1} has no array for input {missing[0]!r}; give "
+                                 "one array per input name")
+            batches.append([torch.from_numpy(np.asarray(feeds[s.name], dtype=s.np_dtype)) for s in source.inputs])
+            prepared(*batches[-1])
     if not batches:
         raise InputError("the calibration data holds no samples; give some (a few hundred real inputs is usual)")
     prepared.apply(torch.ao.quantization.enable_fake_quant)
     with quiet():
         finalized = quantizer.finalize(inplace=False)
-    return finalized, {"config": {**config, "how": "coremltools.optimize.torch LinearQuantizer, observed in eval mode"},
-                       "calibration_batches": batches, "calibration_rows": rows,
-                       "calibration_seconds": round(time.perf_counter() - start, 3)}
+    record = {"config": {**config, "how": "coremltools.optimize.torch LinearQuantizer, observed in eval mode"},
+              "calibration_batches": len(batches), "calibration_rows": sum(len(b[0]) for b in batches),
+              "calibration_seconds": round(time.perf_counter() - start, 3)}
+    record["simulated"] = _simulated_gate(torch, model, finalized, batches, source)
+    return finalized, record
+
+
+def _simulated_gate(torch, model, quantized, batches: list, source: SourceModel) -> dict:
+    """W8A8 judged before it is shipped, since Linux cannot run the package: ``quantized`` (the model with the
+    package's int8 weights and activation scales, simulated by torch's fake quantization) against the float
+    ``model`` on the calibration samples, by the INT8 gate's rule (``calibration.int8.Int8Options``' defaults):
+    top-1 agreement for a classifier, else each sample's lowest output cosine. Failing is CheckFailed."""
+    from ..calibration.int8 import Int8Options
+    from ..runtimes.pytorch import flatten_outputs
+    from ..validate import row_cosines
+
+    gate = Int8Options()
+    with torch.no_grad(), quiet():
+        pairs = [(flatten_outputs(model(*args)), flatten_outputs(quantized(*args))) for args in batches]
+    outputs = [(np.concatenate([p[0][i].numpy() for p in pairs]), np.concatenate([p[1][i].numpy() for p in pairs]))
+               for i in range(len(pairs[0][0]))]
+    cosine = float(min(row_cosines(ref, got).min() for ref, got in outputs))
+    scores = outputs[0] if outputs[0][0].ndim == 2 and outputs[0][0].shape[1] > 1 else None
+    result = {"against": "the float model, in torch", "samples": len(outputs[0][0]), "min_cosine": round(cosine, 6)}
+    if source.meta is not None and source.meta.is_classifier and scores is not None:
+        agreement = float((scores[0].argmax(1) == scores[1].argmax(1)).mean())
+        result.update(judged_on="top-1 agreement", top1_agreement=round(agreement, 6),
+                      passed=100 * (1 - agreement) <= gate.max_accuracy_drop)
+        verdict = f"agrees with the float model on {agreement:.1%} of top-1 labels"
+        needed = f"at least {100 - gate.max_accuracy_drop:g}%"
+    else:
+        result.update(judged_on="cosine", passed=cosine >= gate.min_cosine)
+        verdict, needed = f"has a lowest sample cosine of {cosine:.4f} to the float model", f"{gate.min_cosine:g} needed"
+    if not result["passed"]:
+        raise CheckFailed(f"w8a8: the quantized model (simulated in torch with the package's scales) {verdict} on "
+                          f"{result['samples']} calibration samples ({needed}); nothing written: compress with int8 "
+                          "(weights only) instead, or calibrate on more representative data")
+    return result
 
 
 def _compress(ct, package, method: str, out: Path, metadata: dict) -> dict:
