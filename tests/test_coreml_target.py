@@ -118,7 +118,7 @@ def test_fp32_and_a_transformer_over_a_dynamic_sequence(tmp_path):
 def test_bad_requests_fail_before_anything_is_written(tmp_path, built):
     _, out, _ = built
     cases = [
-        (lambda: edgeml.convert(out / "model.onnx", "coreml", tmp_path / "a"), "built from a torch model"),
+        (lambda: edgeml.convert(out / "model.onnx", "coreml", tmp_path / "a"), "built from a sklearn or torch model"),
         (lambda: edgeml.convert(_Net().eval(), "coreml", tmp_path / "b", inputs=["x:batchx3x16x16"]),
          "CoreML needs a finite range for the dim 'batch'"),
         (lambda: edgeml.convert(_Net().eval(), "coreml", tmp_path / "c", inputs=["x:1x3x16x16"],
@@ -165,3 +165,17 @@ def test_the_cli_takes_precision_and_min_target(tmp_path):
     build = _entry(tmp_path / "out", "net.mlpackage")["build"]["conversion"][0]
     assert (build["precision"], build["minimum_deployment_target"]) == ("fp32", "macOS14")
     assert "unverified" not in _entry(tmp_path / "out", "net.mlpackage")["build"]
+
+
+def test_a_scikit_learn_model_to_coreml_is_exit_3_naming_the_version_limit(logreg, tmp_path):
+    """coremltools converts scikit-learn only beside scikit-learn <= 1.5.1: exit 3 says so and points to ONNX,
+    after the ONNX artifact it was asked for beside it, and writes no package."""
+    import sklearn
+
+    with pytest.raises(BackendMissing) as refused:
+        edgeml.convert(logreg, "onnx,coreml", tmp_path, name="clf")
+    message = str(refused.value)
+    assert f"only beside scikit-learn 0.17 to 1.5.1, and this is {sklearn.__version__}" in message or \
+        "does not convert scikit-learn models to CoreML yet" in message
+    assert "--to onnx" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.onnx", MANIFEST_NAME]

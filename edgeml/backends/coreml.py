@@ -104,7 +104,15 @@ def _build(source, out: Path, options: dict) -> dict:
     return torch_to_coreml(source, out, options)
 
 
+def _build_from_sklearn(source, out: Path, options: dict) -> dict:
+    from ..converters.sklearn_coreml import sklearn_to_coreml
+
+    return sklearn_to_coreml(source, out, options)
+
+
 register(Backend("coreml", ".mlpackage", "CoreML mlprogram package for iOS/macOS apps (predicts on macOS only)",
                  _runtime, _inspect, tools=("coremltools",), folder=True),
          Edge("torch", "coreml", description="coremltools from the torch.export program", options=check_options,
-              build_source=_build))
+              build_source=_build),
+         Edge("sklearn", "coreml", description="coremltools' scikit-learn converter (scikit-learn <= 1.5.1)",
+              options=check_options, build_source=_build_from_sklearn))
