@@ -327,10 +327,24 @@ def option_cases() -> list[Case]:
     table += [("--device", BENCH, v, e) for v, e in (
         ("gpu", ERR), ("cuda", ERR), ("cuda:-1", ERR), ("cuda:99999999999", ERR), ("", ERR), ("tensorrt", ERR),
         ("cpu:0", EITHER), ("CPU", EITHER), ("mps", ERR))]
+    trt = (*CONVERT, "--to", "onnx,tensorrt")  # without TensorRT: exit 3 after the ONNX, or 2 for a bad option
+    table += [("--workspace", trt, v, ERR) for v in ("0", "-1", "abc", "nan", "1e999", "2GiB", "5TiB", "", "2 GiB")]
+    table += [("--opt-level", trt, v, ERR) for v in ("-1", "6", "nan", "", "3")]
+    table += [("--trt-compat", trt, v, ERR) for v in ("", "all", "version", "both")]
+    table += [("--timing-cache", trt, v, ERR) for v in (_fx("images"), "/nonexistent/dir/cache", "", "cache.bin")]
+    coreml = ("convert", _fx("tiny.pt2"), "-o", OUT, "--to", "coreml")
+    table += [("--palettize", coreml, v, e) for v, e in (("5", ERR), ("", ERR), ("4", EITHER | GATE))]
+    table += [("--enumerate", coreml, v, ERR) for v in ("x", "=1", "batch=", "batch=0", "batch=a,b", "nope=1,2",
+                                                         "x=1x2x3,", "batch=-1,4")]
+    table += [("--enumerate", CONVERT, v, ERR) for v in ("batch=1,4",)]  # --to onnx: no CoreML to take it
+    table += [("--option", BENCH, v, ERR) for v in ("x", "=1", "k=", "trt_fp16_enable=1", "a=b=c", "compute_units=ALL")]
     table += [("--against", BENCH, v, e) for v, e in (
         (_fx("bad/empty.onnx"), ERR), (_fx("bad/devzero.onnx"), ERR), (_fx("bad/fifo.onnx"), ERR),
         (_fx("tiny.onnx"), OK), (_fx("tiny.pt2"), EITHER), (_fx("missing.onnx"), ERR), (_fx("img.onnx"), EITHER))]
+    # A target that cannot be built here (TensorRT: exit 3) or a compression that fails keeps the checked
+    # artifacts made before it: the folder stays consistent with its manifest, not untouched.
     cases = [Case(f"{base[0]} {flag} {value[:60]!r}".replace(FX + "/", ""), (*base, flag, value), expect, "options",
+                  out="consistent" if base in (trt, coreml) or "tensorrt" in value else "untouched",
                   slow="dev" in value or "fifo" in value or "99999999999" in value, issue=value == "builtins:int")
              for flag, base, value, expect in table]
     for name, folder, prepare in (("a file", "afile", "file:afile=x"), ("a FIFO", "fifo", "fifo:fifo"),
@@ -343,6 +357,11 @@ def option_cases() -> list[Case]:
         Case("convert --eval-labels without --eval-data", (*INT8, "--eval-labels", _fx("labels/good.npy")), ERR,
              "options"),
         Case("convert .skops --int8", ("convert", _fx("tiny.skops"), "-o", OUT, "--int8"), ERR, "options"),
+        Case("convert .skops --fp16", ("convert", _fx("tiny.skops"), "-o", OUT, "--fp16"), ERR, "options"),
+        Case("convert .skops --to coreml", ("convert", _fx("tiny.skops"), "-o", OUT, "--to", "coreml"), ERR,
+             "options"),
+        Case("convert .pt2 --int4 --palettize", ("convert", _fx("tiny.pt2"), "-o", OUT, "--to", "coreml", "--int4",
+                                                 "--palettize", "4"), ERR, "options"),
         Case("convert .onnx --trust-pickle", (*CONVERT, "--trust-pickle"), EITHER, "options"),
         Case("convert .pkl without --trust-pickle", ("convert", _fx("evil/evil.pkl"), "-o", OUT), ERR, "options"),
         Case("convert .joblib without --trust-pickle", ("convert", _fx("evil/evil.joblib"), "-o", OUT), ERR, "options"),

@@ -284,3 +284,76 @@ class TestOnTheGPU:
             with pytest.raises(InputError, match="outside the engine's profile"):
                 trt_model(np.zeros((17, 8), np.float32))
         assert edgeml.inspect(engine)["inputs"][0]["ranges"] == {"batch": [1, 4, 16]}
+
+
+# -- the engine runtime's own logic, with stand-ins for cuda-python and the execution context ------------------
+
+
+class _CudaRuntime:
+    """cuda-python's runtime module as the runtime calls it: every call returns (error, values...)."""
+
+    def __init__(self, fail_malloc_above: int | None = None):
+        self.live, self.destroyed, self.next, self.limit = set(), 0, 4096, fail_malloc_above
+
+    def cudaSetDevice(self, index):
+        return (0,)
+
+    def cudaStreamCreate(self):
+        return 0, 7
+
+    def cudaStreamDestroy(self, stream):
+        self.destroyed += 1
+        return (0,)
+
+    def cudaMalloc(self, nbytes):
+        if self.limit is not None and nbytes > self.limit:
+            return 2, None
+        self.next += 4096
+        self.live.add(self.next)
+        return 0, self.next
+
+    def cudaFree(self, pointer):
+        self.live.remove(pointer)
+        return (0,)
+
+    def cudaGetErrorName(self, error):
+        return 0, b"cudaErrorMemoryAllocation"
+
+
+def _engine_runtime(cudart):
+    """A TensorRTRuntime past its engine loading: one input with profile (1, 8)..(16, 8)."""
+    import threading
+
+    from edgeml.runtimes.tensorrt import TensorRTRuntime, _CudaPythonDevice
+
+    runtime = object.__new__(TensorRTRuntime)
+    shapes = []
+    runtime._device = _CudaPythonDevice(cudart, 0)
+    runtime._profile = {"x": [(1, 8), (4, 8), (16, 8)]}
+    runtime._context = SimpleNamespace(set_input_shape=lambda name, shape: shapes.append(shape) or True)
+    runtime._buffers, runtime._lock, runtime._engine, runtime._trt_runtime = {}, threading.Lock(), None, None
+    return runtime, shapes
+
+
+def test_engine_buffers_are_kept_and_grow_only_for_a_larger_shape():
+    cudart = _CudaRuntime()
+    runtime, _ = _engine_runtime(cudart)
+    first = runtime._buffer("x", 4 * 8 * 4)
+    assert runtime._buffer("x", 2 * 8 * 4) == first and cudart.live == {first}  # a smaller call reuses it
+    grown = runtime._buffer("x", 16 * 8 * 4)
+    assert grown != first and cudart.live == {grown}  # the old one is freed, not leaked
+    runtime.close()
+    runtime.close()  # twice, as a with block and an explicit close do
+    assert cudart.live == set() and cudart.destroyed == 1
+
+
+def test_engine_shapes_outside_the_profile_and_failed_cuda_calls_are_clean_errors():
+    runtime, shapes = _engine_runtime(_CudaRuntime(fail_malloc_above=1024))
+    runtime._set_shape("x", (16, 8))
+    assert shapes == [(16, 8)]
+    for shape in ((17, 8), (0, 8), (4, 9), (4,)):
+        with pytest.raises(InputError, match=r"outside the engine's profile 1×8 \.\. 16×8; rebuild the engine"):
+            runtime._set_shape("x", shape)
+    assert shapes == [(16, 8)]
+    with pytest.raises(InputError, match="CUDA call failed \\(cudaErrorMemoryAllocation\\); the GPU may be out of memory"):
+        runtime._buffer("x", 4096)
