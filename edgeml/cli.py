@@ -221,7 +221,7 @@ CONVERT_SECTIONS = (
 @click.option("--no-check", is_flag=True, help="Skip the check against the source (the artifact is marked unverified).")
 @click.option("--atol", multiple=True, callback=_tolerance, metavar="X|NAME=X",
               help="Absolute tolerance of the check: one number for every output, or NAME=X once per output, the "
-                   "others at the default (fp32 1e-4, fp16 1e-2).")
+                   "others at the default (fp32 1e-4, fp16 1e-2 times each row's largest |value|).")
 @click.option("--rtol", multiple=True, callback=_tolerance, metavar="X|NAME=X",
               help="Relative tolerance of the check, as --atol (fp32 default 1e-3, fp16 1e-2).")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's choice).")

@@ -121,3 +121,19 @@ def test_cli_takes_one_number_or_name_value_pairs(tmp_path):
     code, out = _cli("convert", model, "-o", tmp_path / "b", "--atol", "nope=1")
     assert code == 2 and "error: atol names no output 'nope'; the model's outputs are logits, probabilities" in out
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").glob("*.onnx"))
+
+
+def test_fp16_atol_follows_each_rows_largest_magnitude():
+    """FP16 rounds relative to the values a result came from: a logit near 0 in a row whose largest is 15 may be
+    off by 0.03 (an FP16 EfficientNet's), not by 0.3; FP32's atol stays absolute."""
+    reference = np.array([[15.0, 0.001, -2.0], [0.5, 0.2, -0.1]], np.float32)
+    close, far = reference.copy(), reference.copy()
+    close[0, 1] += 0.03
+    far[0, 1] += 0.3
+    assert compare_outputs({"y": reference}, {"y": close}, 2, precision="fp16").passed
+    failed = compare_outputs({"y": reference}, {"y": far}, 2, precision="fp16")
+    assert not failed.passed and "atol 0.01 x the row's largest |value|" in failed.outputs[0].reason
+    small = reference.copy()
+    small[1, 1] += 0.03  # a row whose largest is under 1: atol stays 0.01
+    assert not compare_outputs({"y": reference}, {"y": small}, 2, precision="fp16").passed
+    assert not compare_outputs({"y": reference}, {"y": close}, 2, precision="fp32", atol=0.01, rtol=0.01).passed

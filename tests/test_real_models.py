@@ -107,7 +107,7 @@ def lite0(tmp_path_factory, lite0_inputs):
             "convert", weights, "--model-class", "effnet_lite0:Lite0", "--input", f"x:1x3x{IMAGE}x{IMAGE}",
             "--dynamic-batch", "-o", "build", "--task", "classification", "--int8", "--calib", "calib",
             "--calib-samples", "26", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--eval-data", "eval.npz",
-            "--int8-target", "x86-vnni", "--max-accuracy-drop", "15")
+            "--int8-target", "x86-vnni", "--max-accuracy-drop", "15", "--fp16")
         patch.syspath_prepend(str(folder))
         from effnet_lite0 import Lite0
     assert code == 0, out
@@ -116,6 +116,7 @@ def lite0(tmp_path_factory, lite0_inputs):
     build = folder / "build"
     return {"model": model.eval(), "out": out, "fp32": build / "efficientnet-lite0-57934424.onnx",
             "int8": build / "efficientnet-lite0-57934424.int8.onnx", "weights": Path(weights),
+            "fp16": build / "efficientnet-lite0-57934424.fp16.onnx",
             "manifest": json.loads((build / "edgeml.json").read_text())}
 
 
@@ -160,7 +161,21 @@ def test_lite0_static_int8_passes_its_gate_and_shrinks_the_file(lite0, lite0_inp
     assert (logits.argmax(1) == lite0_logits.argmax(1)).mean() >= 0.75
 
 
-@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_lite0_fp16_is_checked_against_pytorch_and_keeps_imagenet_top1(lite0, lite0_inputs, lite0_logits):
+    record = next(a for a in lite0["manifest"]["artifacts"] if a["file"] == lite0["fp16"].name)
+    assert record["precision"] == "fp16" and record["check"]["status"] == "passed"
+    assert record["check"]["against"] == "the source model"
+    assert record["size_bytes"] < 0.55 * lite0["fp32"].stat().st_size
+    with edgeml.load(lite0["fp16"]) as runtime:
+        logits = runtime(lite0_inputs)
+        logits = logits if isinstance(logits, np.ndarray) else next(iter(logits.values()))
+    top2 = np.sort(lite0_logits, axis=1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] > 0.05  # FP16 rounding may swap only near-ties
+    assert (logits.argmax(1) == lite0_logits.argmax(1))[decisive].all() and logits[1].argmax() == DAISY
+    assert np.abs(logits - lite0_logits).max() < 0.1
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8", "fp16"])
 def test_lite0_artifacts_bench(lite0, which):
     result = edgeml.bench(lite0[which], batch=1, method=QUICK)
     assert result.batch == 1 and result.stats["count"] >= 5 and result.stats["p50_ms"] > 0
