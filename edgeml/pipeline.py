@@ -28,7 +28,7 @@ from .sources import load_source
 from .sources.base import SourceModel
 from .spec import batched, fixed_batch
 from .validate import (SKLEARN_ROW_ALLOWANCE, TOLERANCES, CheckResult, Tolerance, attention_mask_input,
-                       check_tolerances, compare)
+                       check_tolerances, compare, judged_as_quantized)
 
 #: Samples generated for the check when no --data is given.
 CHECK_SAMPLES = 16
@@ -280,6 +280,12 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
 
     def check(built: Built) -> CheckResult | None:
         try:
+            if variant:  # compressed weights: judged as the INT8 gate judges, where its runtime runs
+                from .calibration.int8 import Int8Options
+
+                return judged_as_quantized(_check(source, built.path, built.record, data, atol, rtol, steps.shapes,
+                                                  say, runtime=backend.runtime, precision="int8"),
+                                           Int8Options().min_cosine, bool(source.meta and source.meta.is_classifier))
             return _check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
                           runtime=backend.runtime, precision=options.get("precision", "fp32"))
         except BackendMissing as exc:

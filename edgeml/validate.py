@@ -181,6 +181,26 @@ def compare(reference: Any, candidate: Any, inputs: Mapping[str, np.ndarray], *,
                            rtol=rtol, row_allowance=row_allowance, inputs_from=inputs_from, masks=masks, classifier=classifier)
 
 
+def judged_as_quantized(result: CheckResult, min_cosine: float, classifier: bool) -> CheckResult:
+    """``result`` judged as the INT8 gate judges a quantized model, not by elementwise tolerances: each float
+    output on its lowest sample cosine (``min_cosine``), a classifier's scores on top-1 agreement (at least
+    the precision's label agreement); label outputs as compared. For artifacts whose quantization has no gate
+    of its own (a compressed CoreML package, run where Core ML predicts)."""
+    needed = TOLERANCES[result.precision][2]
+    for output in result.outputs:
+        if output.min_row_cosine is None:
+            continue
+        if classifier and output.top1_agreement is not None:
+            output.passed = output.top1_agreement >= needed
+            output.reason = "" if output.passed else f"top-1 agreement {output.top1_agreement:.2%} (need {needed:.0%})"
+        else:
+            output.passed = output.min_row_cosine >= min_cosine
+            output.reason = "" if output.passed else (f"lowest sample cosine {output.min_row_cosine:.5f} (floor "
+                                                      f"{min_cosine:g})")
+    result.passed = all(output.passed for output in result.outputs)
+    return result
+
+
 def output_names(*models) -> list[str]:
     """Every name the outputs of ``models`` (Runtimes, or dicts of arrays) go by, each once, in order."""
     names = (getattr(m, "output_names", m) for m in models)

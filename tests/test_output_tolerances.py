@@ -137,3 +137,22 @@ def test_fp16_atol_follows_each_rows_largest_magnitude():
     small[1, 1] += 0.03  # a row whose largest is under 1: atol stays 0.01
     assert not compare_outputs({"y": reference}, {"y": small}, 2, precision="fp16").passed
     assert not compare_outputs({"y": reference}, {"y": close}, 2, precision="fp32", atol=0.01, rtol=0.01).passed
+
+
+def test_a_quantized_artifact_is_judged_by_sample_cosine_or_top1_not_elementwise():
+    """A compressed CoreML package on macOS: int8 weights move logits by more than any elementwise tolerance
+    while computing the same thing (cosine 0.9999); one that computes something else fails by name."""
+    from edgeml.validate import judged_as_quantized
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0, 5, (32, 10)).astype(np.float32)
+    scores[np.arange(32), rng.integers(0, 10, 32)] += 12  # a clear top-1 in every row
+    near = scores + rng.normal(0, 0.2, scores.shape).astype(np.float32)
+    raw = compare_outputs({"logits": scores}, {"logits": near}, 32, precision="int8")
+    assert not raw.passed  # off int8's atol 0.1 + rtol 0.1 somewhere
+    assert judged_as_quantized(raw, 0.99, classifier=False).passed
+    shuffled = compare_outputs({"logits": scores}, {"logits": scores[::-1].copy()}, 32, precision="int8")
+    judged = judged_as_quantized(shuffled, 0.99, classifier=True)
+    assert not judged.passed and judged.outputs[0].reason.startswith("top-1 agreement")
+    assert not judged_as_quantized(compare_outputs({"logits": scores}, {"logits": scores[::-1].copy()}, 32,
+                                                   precision="int8"), 0.99, classifier=False).passed
