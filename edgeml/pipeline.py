@@ -281,11 +281,8 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
     def check(built: Built) -> CheckResult | None:
         try:
             if variant:  # compressed weights: judged as the INT8 gate judges, where its runtime runs
-                from .calibration.int8 import Int8Options
-
-                return judged_as_quantized(_check(source, built.path, built.record, data, atol, rtol, steps.shapes,
-                                                  say, runtime=backend.runtime, precision="int8"),
-                                           Int8Options().min_cosine, bool(source.meta and source.meta.is_classifier))
+                return _as_int8_gate(_check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
+                                            runtime=backend.runtime, precision="int8"), source)
             return _check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
                           runtime=backend.runtime, precision=options.get("precision", "fp32"))
         except BackendMissing as exc:
@@ -300,6 +297,13 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
             return None
 
     return _produce(final, target, source, build, check if steps.check else None)
+
+
+def _as_int8_gate(result: CheckResult, source: SourceModel) -> CheckResult:
+    """``result`` judged as the INT8 gate judges by default (``validate.judged_as_quantized``)."""
+    from .calibration.int8 import Int8Options
+
+    return judged_as_quantized(result, Int8Options().min_cosine, bool(source.meta and source.meta.is_classifier))
 
 
 def _structure_problems(source: SourceModel, info: dict, outputs: list[str]) -> list[str]:
@@ -421,8 +425,10 @@ def _derive(parent: Artifact, target: str, source: SourceModel, steps: Steps, da
     def check(built: Built) -> CheckResult:
         opener = (len(edges) == 1 and edges[0].reference) or backends.named(parent.target).runtime
         with opener(parent.path) as reference:
-            return _check(source, built.path, built.record, data, None, None, steps.shapes, say, reference=reference,
-                          runtime=backend.runtime, precision=parent.precision)
+            result = _check(source, built.path, built.record, data, None, None, steps.shapes, say, reference=reference,
+                            runtime=backend.runtime, precision=parent.precision)
+        # INT8 on another runtime (a TensorRT engine's kernels) rounds otherwise: judged as the INT8 gate judges
+        return _as_int8_gate(result, source) if parent.precision == "int8" else result
 
     return _produce(final, target, source, build, check if steps.check else None,
                     failing=f" against {parent.path.name}")
