@@ -143,6 +143,8 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     from_source = [t for t, edges in plans.items() if edges[0].source == source.kind != "onnx"]
     derived = [t for t in plans if t not in from_source]
     options = {t: _target_options(t, plans[t], (target_options or {}).get(t, {})) for t in plans}
+    for edge in (edge for edges in plans.values() for edge in edges if edge.requires):
+        edge.requires(source.inputs)  # what a target needs of the inputs is said before the export
     unknown = sorted(set(target_options or {}) - set(plans))
     if unknown:
         raise InputError(f"options given for {', '.join(unknown)}, which --to does not name; add it to --to or drop them")

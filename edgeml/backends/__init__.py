@@ -40,7 +40,9 @@ class Edge:
     ``build(source_artifact, output_path, options)``). ``reference(source_artifact)``: the source opened so
     that it computes as the output must (the same graph optimizations), which the output is checked against;
     default its backend's runtime. ``refuses(record)``: why the edge cannot start from an artifact whose
-    manifest build record is ``record`` (e.g. ONNX fused for onnxruntime, dynamic INT8), None when it can."""
+    manifest build record is ``record`` (e.g. ONNX fused for onnxruntime, dynamic INT8), None when it can.
+    ``requires(specs)``: an InputError when a model with these inputs cannot be built (TensorRT: a range for
+    every symbolic dim), raised before anything is exported."""
 
     source: str
     target: str
@@ -50,6 +52,7 @@ class Edge:
     options: Callable[[dict], dict] | None = None
     build_source: Callable | None = None
     refuses: Callable[[dict], str | None] | None = None
+    requires: Callable[[list], None] | None = None
 
     def refusal(self, record: dict) -> str | None:
         return self.refuses(record) if self.refuses else None

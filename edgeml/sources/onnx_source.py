@@ -10,12 +10,14 @@ from .base import SourceModel
 
 
 def load_onnx_file(path: Path) -> SourceModel:
-    """An ONNX file, and the tokenizer beside it that its edgeml metadata names (copied with the new artifact)."""
-    from ..model_meta import read_meta
+    """An ONNX file, its inputs with the dim ranges its edgeml metadata records, and the tokenizer beside it
+    that the metadata names (copied with the new artifact)."""
+    from ..model_meta import ranged_specs, read_meta
 
     source = from_onnx_proto(read_onnx(path))
     source.path, source.sha256, source.format = str(path), sha256(path), "onnx"
     source.meta = read_meta(source.model)
+    source.inputs = ranged_specs(source.inputs, source.meta)
     if source.meta.tokenizer:
         tokenizer = path.parent / source.meta.tokenizer
         if Path(source.meta.tokenizer).name == source.meta.tokenizer and tokenizer.is_file():
