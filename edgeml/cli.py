@@ -388,8 +388,9 @@ def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, mi
                   resize, mean, std, layout, scale):
     """The INT8 flags as the API's Int8Options; calibration flags without --int8 are a usage error."""
     if not int8:
-        if calib or eval_data or eval_labels or min_cosine is not None:
-            raise InputError("--calib, --eval-data, --eval-labels and --min-cosine apply with --int8; add --int8")
+        if calib or eval_data or eval_labels or min_cosine is not None or resize or mean or std:
+            raise InputError("--calib, --eval-data, --eval-labels, --min-cosine and the image options (--resize, "
+                             "--mean, --std) apply with --int8; add --int8")
         return False
     from .calibration.int8 import Int8Options
     from .datafiles import ImageOptions

@@ -460,6 +460,8 @@ def test_int8_errors(digits_files, tmp_path):
     runner = CliRunner()
     no_int8 = runner.invoke(main, ["convert", str(fp32), "-o", str(tmp_path / "a"), "--calib", str(folder / "calib.npz")])
     assert no_int8.exit_code == 2 and "add --int8" in no_int8.output
+    ignored = runner.invoke(main, ["convert", str(fp32), "-o", str(tmp_path / "c"), "--mean", "0.5"])
+    assert ignored.exit_code == 2 and "image options (--resize, --mean, --std) apply with --int8" in ignored.output
     labels_alone = runner.invoke(main, ["convert", str(fp32), "-o", str(tmp_path / "b"), "--int8", "--calib",
                                         str(folder / "calib.npz"), "--eval-labels", str(folder / "labels.npy")])
     assert labels_alone.exit_code == 2 and "give both" in labels_alone.output
