@@ -369,7 +369,8 @@ def _build_int8(fp32: Artifact, final: Path, options, source: SourceModel, say, 
         report = build_int8(start, built, specs, options, say, tokenizer, unfused=fallback)
         # The INT8 model reads the FP32 one's tokenizer (its metadata is copied): listed with it, not copied again.
         companions = {name: fp32.path.parent / name for name in fp32.record.get("companions", ())}
-        record = {"quantization": report, **({"companions": sorted(companions)} if companions else {}),
+        record = {"built_from": fp32.path.name, "quantization": report,
+                  **({"companions": sorted(companions)} if companions else {}),
                   **({"parent_unverified": True} if fp32.check is None else {})}
         return Built(built, record, companions)
 

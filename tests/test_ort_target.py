@@ -93,7 +93,8 @@ def test_a_missing_foreign_or_damaged_ort_file_is_a_clean_error(built, tmp_path)
 
 
 def test_what_was_converted_from_an_old_onnx_goes_with_it(built, tmp_path):
-    """Rebuilding the ONNX artifact without --to ort removes the old .ort, which computes the old model."""
+    """Rebuilding the ONNX artifact without --to ort (or --int8) removes the old .ort and the old INT8 file, which
+    compute the old model."""
     import shutil
 
     out = tmp_path / "out"
@@ -102,7 +103,8 @@ def test_what_was_converted_from_an_old_onnx_goes_with_it(built, tmp_path):
     entries = [e["file"] for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]]
     assert "model.ort" not in entries and not (out / "model.ort").exists()
     assert "model.int8.ort" not in entries  # converted from the INT8 file, itself judged against the old FP32
-    assert edgeml.verify(out).ok
+    assert "model.int8.onnx" not in entries and not (out / "model.int8.onnx").exists()
+    assert entries == ["model.onnx"] and edgeml.verify(out).ok
 
 
 def test_load_keeps_source_options_apart_from_the_runtime(built, tmp_path):
