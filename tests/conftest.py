@@ -53,6 +53,12 @@ class TwoLayer(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+def tiny_net() -> nn.Module:
+    """8 features -> 16 -> 3, seeded: the smallest real network, for the tests of targets and their plumbing."""
+    torch.manual_seed(0)
+    return TwoLayer(8, 16, 3).eval()
+
+
 @pytest.fixture(scope="session")
 def digits():
     from edgeml.demo import digits_split

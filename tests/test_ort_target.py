@@ -16,26 +16,16 @@ from edgeml.cli import main
 from edgeml.errors import InputError
 from edgeml.manifest import MANIFEST_NAME
 
-from .conftest import torch
+from .conftest import tiny_net, torch
 
 QUICK = ("--runs", "5", "--warmup", "1", "--warmup-ms", "0", "--min-seconds", "0.02", "--max-seconds", "0.2")
-
-
-class _Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.body(x)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("ort")
     notes = []
-    result = edgeml.convert(_Net().eval(), "onnx,ort", out, inputs=["x:batchx8"], int8=True, progress=notes.append)
+    result = edgeml.convert(tiny_net(), "onnx,ort", out, inputs=["x:batchx8"], int8=True, progress=notes.append)
     return result, out, notes
 
 
@@ -77,7 +67,7 @@ def test_the_backend_table_plans_and_refuses_by_name(tmp_path):
     assert [(e.source, e.target) for e in backends.path_to("ort")] == [("onnx", "ort")]
     assert backends.path_to("onnx") == []
     with pytest.raises(InputError, match="unknown target 'tflite'; this edgeml builds: onnx, ort, coreml"):
-        edgeml.convert(_Net().eval(), "onnx,tflite", tmp_path, inputs=["x:batchx8"])
+        edgeml.convert(tiny_net(), "onnx,tflite", tmp_path, inputs=["x:batchx8"])
     assert list(tmp_path.iterdir()) == []  # refused before anything is exported
 
 
@@ -99,7 +89,7 @@ def test_what_was_converted_from_an_old_onnx_goes_with_it(built, tmp_path):
 
     out = tmp_path / "out"
     shutil.copytree(built[1], out)
-    edgeml.convert(_Net().eval(), "onnx", out, inputs=["x:batchx8"])
+    edgeml.convert(tiny_net(), "onnx", out, inputs=["x:batchx8"])
     entries = [e["file"] for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]]
     assert "model.ort" not in entries and not (out / "model.ort").exists()
     assert "model.int8.ort" not in entries  # converted from the INT8 file, itself judged against the old FP32
@@ -110,9 +100,9 @@ def test_what_was_converted_from_an_old_onnx_goes_with_it(built, tmp_path):
 def test_load_keeps_source_options_apart_from_the_runtime(built, tmp_path):
     """``source=`` says how to load a source model; an artifact refuses them, naming them."""
     _, out, _ = built
-    torch.save(_Net().state_dict(), tmp_path / "net.pth")
+    torch.save(tiny_net().state_dict(), tmp_path / "net.pth")
     x = np.ones((2, 8), np.float32)
-    source = {"model_class": f"{__name__}:_Net", "inputs": ["x:batchx8"]}
+    source = {"model_class": "tests.conftest:TwoLayer", "model_kwargs": {"n_in": 8}, "inputs": ["x:batchx8"]}
     with edgeml.load(tmp_path / "net.pth", source=source) as reference, edgeml.load(out / "model.ort") as artifact:
         np.testing.assert_allclose(artifact.run({"x": x})[artifact.output_names[0]],
                                    reference.run({"x": x})[reference.output_names[0]], rtol=1e-5, atol=1e-6)

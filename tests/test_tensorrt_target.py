@@ -23,17 +23,7 @@ from edgeml.manifest import MANIFEST_NAME
 from edgeml.runtimes.tensorrt import compatibility_problem
 from edgeml.spec import parse_spec
 
-from .conftest import torch
-
-
-class _Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.body(x)
+from .conftest import tiny_net, torch
 
 
 # -- the optimization profile -----------------------------------------------------------------------------
@@ -86,7 +76,7 @@ def test_bad_options_are_usage_errors(options, message):
 
 def test_bad_options_fail_before_anything_is_exported(tmp_path):
     with pytest.raises(InputError, match="--opt-level 9"):
-        edgeml.convert(_Net().eval(), "onnx,tensorrt", tmp_path, inputs=["x:1..4x8"],
+        edgeml.convert(tiny_net(), "onnx,tensorrt", tmp_path, inputs=["x:1..4x8"],
                        target_options={"tensorrt": {"opt_level": 9}})
     assert not list(tmp_path.iterdir())
 
@@ -184,7 +174,7 @@ _NO_TRT = importlib.util.find_spec("tensorrt") is None
 
 @pytest.mark.skipif(not _NO_TRT, reason="TensorRT is installed here: the no-TensorRT path cannot be seen")
 def test_without_tensorrt_the_onnx_is_kept_and_the_device_command_given(tmp_path):
-    program = torch.export.export(_Net().eval(), (torch.randn(2, 8),),
+    program = torch.export.export(tiny_net(), (torch.randn(2, 8),),
                                   dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=8)}})
     torch.export.save(program, tmp_path / "net.pt2")
     out = tmp_path / "build"
@@ -210,7 +200,7 @@ def test_without_tensorrt_the_onnx_is_kept_and_the_device_command_given(tmp_path
     # A dim with no range is the user's to fix here, before the device and before the export: exit 2 naming
     # the flag, nothing written.
     with pytest.raises(InputError, match="dim 'batch' .* no range.*--shape batch=MIN..MAX"):
-        edgeml.convert(_Net().eval(), "tensorrt", tmp_path / "unbounded", inputs=["x:batchx8"])
+        edgeml.convert(tiny_net(), "tensorrt", tmp_path / "unbounded", inputs=["x:batchx8"])
     assert not (tmp_path / "unbounded").exists() or not list((tmp_path / "unbounded").iterdir())
 
 
@@ -220,7 +210,7 @@ def test_every_parent_gets_its_command_and_what_tensorrt_cannot_build_is_skipped
     in the one exit-3 line; dynamic INT8 (MatMulInteger) is not, and is skipped with the way to get one."""
     said = []
     with pytest.raises(BackendMissing) as info:
-        edgeml.convert(_Net().eval(), "onnx,tensorrt", tmp_path, inputs=["x:1..8x8"], int8=True, fp16=True,
+        edgeml.convert(tiny_net(), "onnx,tensorrt", tmp_path, inputs=["x:1..8x8"], int8=True, fp16=True,
                        progress=said.append)
     for parent in ("model.onnx", "model.fp16.onnx"):
         assert f"{tmp_path / parent} --to tensorrt -o {tmp_path}" in str(info.value)
@@ -234,7 +224,7 @@ def test_every_parent_gets_its_command_and_what_tensorrt_cannot_build_is_skipped
 
 
 def test_in_place_only_a_listed_artifact_is_built_on(tmp_path):
-    edgeml.convert(_Net().eval(), "onnx", tmp_path, inputs=["x:1..8x8"], name="m")
+    edgeml.convert(tiny_net(), "onnx", tmp_path, inputs=["x:1..8x8"], name="m")
     with pytest.raises(InputError, match="would overwrite the source"):
         edgeml.convert(tmp_path / "m.onnx", "onnx,tensorrt", tmp_path)
     foreign = tmp_path / "other.onnx"
@@ -266,7 +256,7 @@ def _gpu_reason() -> str | None:
 @pytest.mark.skipif(_gpu_reason() is not None, reason=str(_gpu_reason()))
 class TestOnTheGPU:
     def test_an_engine_is_built_checked_and_runs_like_its_onnx(self, tmp_path):
-        result = edgeml.convert(_Net().eval(), "onnx,tensorrt", tmp_path, inputs=["x:1..4..16x8"],
+        result = edgeml.convert(tiny_net(), "onnx,tensorrt", tmp_path, inputs=["x:1..4..16x8"],
                                 target_options={"tensorrt": {"timing_cache": str(tmp_path / "trt.cache")}})
         engine = tmp_path / "model.engine"
         assert [a.path.name for a in result.artifacts] == ["model.onnx", "model.engine"]

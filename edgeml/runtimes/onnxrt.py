@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
+import mmap
 import os
 from typing import Any, Mapping
 
@@ -87,20 +87,14 @@ def _holds_float16(model: str | bytes) -> bool:
     """Whether an ONNX model (a file, or serialized) has float16 initializers; an ORT format file is not read."""
     if isinstance(model, bytes):
         return _float16_weights(model)
-    if model.lower().endswith(".ort"):
+    if model.lower().endswith(".ort") or not os.path.getsize(model):
         return False
-    stat = os.stat(model)
-    return _float16_file(os.path.realpath(model), stat.st_mtime_ns, stat.st_size)
+    # Mapped, not read: the scan touches the fields' headers only, never the weights' pages it skips.
+    with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return _float16_weights(mapped)
 
 
-@functools.lru_cache(maxsize=64)
-def _float16_file(path: str, mtime_ns: int, size: int) -> bool:
-    """``_float16_weights`` of a file, read once per version of it (parsing a large model takes a while)."""
-    with open(path, "rb") as f:
-        return _float16_weights(f.read())
-
-
-def _float16_weights(serialized: bytes) -> bool:
+def _float16_weights(serialized: bytes | mmap.mmap) -> bool:
     """Read from the protobuf wire format itself (the runtime path imports no onnx): ModelProto.graph (field
     7) -> GraphProto.initializer (5) -> TensorProto.data_type (2) == FLOAT16 (10). Not ONNX: False, and
     onnxruntime says what is wrong with it."""
@@ -117,7 +111,7 @@ def _float16_weights(serialized: bytes) -> bool:
     return False
 
 
-def _fields(data: bytes, start: int, end: int):
+def _fields(data: bytes | mmap.mmap, start: int, end: int):
     """The protobuf fields between ``start`` and ``end``: (number, value, None) for a varint, (number, first
     byte, end) for a length-delimited one; fixed-size ones are skipped."""
     position = start
@@ -139,7 +133,7 @@ def _fields(data: bytes, start: int, end: int):
             raise ValueError(f"wire type {wire}")
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
+def _varint(data: bytes | mmap.mmap, position: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = data[position]
