@@ -6,6 +6,7 @@ platform, 4 an internal error (a bug: please report it with the --debug output).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -186,7 +187,8 @@ CONVERT_SECTIONS = (
      ("--to", "--dynamic-batch", "--opset", "--no-optimize", "--no-fuse", "--fp16")),
     ("Check (every artifact against its source, on the same inputs)",
      ("--data", "--shape", "--no-check", "--atol", "--rtol")),
-    ("INT8 (with --int8: calibration, the accuracy gate against FP32, image preprocessing)",
+    ("INT8 (with --int8: calibration, the accuracy gate against FP32, image preprocessing; --mean, --std and --scale "
+     "with --to coreml: a package that takes images)",
      ("--int8", "--calib", "--calib-samples", "--calib-method", "--int8-target", "--max-accuracy-drop", "--min-cosine",
       "--eval-data", "--eval-labels", "--resize", "--mean", "--std", "--layout", "--scale")),
     ("CoreML (with --to coreml: an .mlpackage built from the PyTorch source; --int8, --int4 or --palettize also "
@@ -249,10 +251,12 @@ CONVERT_SECTIONS = (
 @click.option("--eval-data", help="Inputs to judge INT8 on, any --calib kind (default: --data, else held-out calibration samples).")
 @click.option("--eval-labels", type=click.Path(dir_okay=False), help="Integer labels of --eval-data (.npy or .csv): judge the accuracy drop.")
 @click.option("--resize", metavar="HxW", help="Images: resize to this (default: the model input's size).")
-@click.option("--mean", metavar="M[,M,M]", help="Images: per-channel mean, after --scale, e.g. 0.485,0.456,0.406.")
+@click.option("--mean", metavar="M[,M,M]",
+              help="Images: per-channel mean, after --scale, e.g. 0.485,0.456,0.406; with --to coreml the package "
+                   "takes images (pixels) and normalizes them itself.")
 @click.option("--std", metavar="S[,S,S]", help="Images: per-channel std, after --scale, e.g. 0.229,0.224,0.225.")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True, help="Images: tensor layout.")
-@click.option("--scale", type=float, default=255.0, show_default=True, help="Images: pixel values are divided by this.")
+@click.option("--scale", type=float, help="Images: pixel values are divided by this (default 255).")
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]),
               help="CoreML compute precision (default fp16, what the Neural Engine runs).")
 @click.option("--min-target", type=click.Choice(list(COREML_TARGETS)),
@@ -294,13 +298,15 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
       edgeml convert model.onnx --int8                  (no calibration data: dynamic INT8)
       edgeml convert model.pt2 --fp16                   (also build/model.fp16.onnx, for GPUs and TensorRT)
       edgeml convert model.pt2 --to onnx,coreml --palettize 4 --shape batch=1..8
+      edgeml convert model.pt2 --to coreml --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225   (an image input)
       edgeml convert model.pt2 --to tensorrt --fp16 --shape batch=1..8   (on the device; elsewhere: exit 3, the command)
       edgeml convert path/to/hf-folder --int8 --shape sequence=128
     """
     from .pipeline import convert as run_convert
 
+    image = _image_options(to, int8, resize, mean, std, layout, scale)
     quantization = _int8_options(int8, calib, calib_samples, calib_method, int8_target, max_accuracy_drop, min_cosine,
-                                 eval_data, eval_labels, resize, mean, std, layout, scale)
+                                 eval_data, eval_labels, image)
     from .files import size_of
 
     compression = _coreml_compression(to, int8, calib, int4, palettize)
@@ -313,7 +319,8 @@ def convert(model, to, output_dir, inputs, sample, model_class, model_kwargs, tr
                          target_options=_target_options(
                              coreml=dict(precision=precision, min_target=min_target, compress=compression,
                                          calib=calib if compression == "w8a8" else None,
-                                         shapes=_enumerations(enumerations)),
+                                         shapes=_enumerations(enumerations),
+                                         image=_coreml_image(to, image, mean, std, scale)),
                              tensorrt=dict(workspace=workspace, timing_cache=timing_cache, opt_level=opt_level,
                                            compat=trt_compat)),
                          fp16=fp16)
@@ -384,22 +391,43 @@ def _enumerations(values) -> dict | None:
     return _key_values(values, "--enumerate", "batch=1,4,8 or x=1x3x224x224,1x3x160x160")
 
 
-def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, min_cosine, eval_data, eval_labels,
-                  resize, mean, std, layout, scale):
-    """The INT8 flags as the API's Int8Options; calibration flags without --int8 are a usage error."""
-    if not int8:
-        if calib or eval_data or eval_labels or min_cosine is not None or resize or mean or std:
-            raise InputError("--calib, --eval-data, --eval-labels, --min-cosine and the image options (--resize, "
-                             "--mean, --std) apply with --int8; add --int8")
-        return False
-    from .calibration.int8 import Int8Options
+def _image_options(to: str, int8: bool, resize, mean, std, layout, scale):
+    """The image flags as the API's ImageOptions: how --int8's calibration images are normalized, and with --to
+    coreml (--mean, --std, --scale) the preprocessing of the package's image input. Without either use they
+    are a usage error."""
     from .datafiles import ImageOptions
 
+    coreml = "coreml" in {t.strip().lower() for t in to.split(",")}
+    if not int8 and (resize or (mean or std or scale is not None) and not coreml):
+        raise InputError("the image options (--resize, --mean, --std) apply with --int8 (how its calibration images "
+                         "are normalized), and --mean, --std and --scale also with --to coreml (a package that takes "
+                         "images); add --int8" + ("" if coreml else " or coreml to --to")
+                         + (" (--resize sizes calibration images only: a CoreML image input keeps its size)"
+                            if resize and coreml else ""))
     size = _numbers(resize, "--resize", "x")
     if size is not None and len(size) != 2:
         raise click.BadParameter(f"{resize!r}: give HEIGHTxWIDTH, e.g. 224x224", param_hint="--resize")
-    image = ImageOptions(resize=size, mean=_numbers(mean, "--mean"),
-                         std=_numbers(std, "--std"), layout=layout, scale=scale)
+    return ImageOptions(resize=size, mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), layout=layout,
+                        **({} if scale is None else {"scale": scale}))
+
+
+def _coreml_image(to: str, image, mean, std, scale):
+    """The CoreML image option: ``image`` without the calibration-only resize when --to names coreml and
+    --mean, --std or --scale is given (then the package's image input takes pixels), else None."""
+    if "coreml" not in {t.strip().lower() for t in to.split(",")} or not (mean or std or scale is not None):
+        return None
+    return dataclasses.replace(image, resize=None)
+
+
+def _int8_options(int8, calib, calib_samples, calib_method, target, max_drop, min_cosine, eval_data, eval_labels,
+                  image):
+    """The INT8 flags as the API's Int8Options; calibration flags without --int8 are a usage error."""
+    if not int8:
+        if calib or eval_data or eval_labels or min_cosine is not None:
+            raise InputError("--calib, --eval-data, --eval-labels and --min-cosine apply with --int8; add --int8")
+        return False
+    from .calibration.int8 import Int8Options
+
     return Int8Options(calib=calib, calib_samples=calib_samples, method=calib_method, target=target,
                        max_accuracy_drop=max_drop, eval_data=eval_data, eval_labels=eval_labels, image=image,
                        **({} if min_cosine is None else {"min_cosine": min_cosine}))

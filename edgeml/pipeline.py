@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .data import (check_sizes, declare_ranges, describe_feeds, generated_failure, generated_origin, parse_shapes,
-                   random_feeds, read_feeds)
+from .data import (check_sizes, concrete_specs, declare_ranges, describe_feeds, generated_failure, generated_origin,
+                   parse_shapes, random_feeds, read_feeds)
 from .datafiles import is_text_file
 from . import backends
 from .errors import BackendMissing, CheckFailed, ExportError, InputError, first_line, no_such_file
@@ -26,7 +26,7 @@ from .model_meta import TASKS, ModelMeta, input_meta
 from . import sources
 from .sources import load_source
 from .sources.base import SourceModel
-from .spec import batched, fixed_batch
+from .spec import batch_symbols, batched, fixed_batch
 from .validate import (SKLEARN_ROW_ALLOWANCE, TOLERANCES, CheckResult, Tolerance, attention_mask_input,
                        check_tolerances, compare, judged_as_quantized)
 
@@ -143,8 +143,9 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     from_source = [t for t, edges in plans.items() if edges[0].source == source.kind != "onnx"]
     derived = [t for t in plans if t not in from_source]
     options = {t: _target_options(t, plans[t], (target_options or {}).get(t, {})) for t in plans}
-    for edge in (edge for edges in plans.values() for edge in edges if edge.requires):
-        edge.requires(source.inputs)  # what a target needs of the inputs is said before the export
+    for target, edges in plans.items():  # what a target needs of the inputs is said before the export
+        for edge in (edge for edge in edges if edge.requires):
+            edge.requires(source.inputs, options[target])
     unknown = sorted(set(target_options or {}) - set(plans))
     if unknown:
         raise InputError(f"options given for {', '.join(unknown)}, which --to does not name; add it to --to or drop them")
@@ -281,12 +282,16 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
         return Built(built, record)
 
     def check(built: Built) -> CheckResult | None:
+        conversion = built.record["conversion"][0]
+        # a package with enumerated shapes takes those only: generated inputs get its default one's sizes
+        default = enumerated_sizes(source.inputs, conversion.get("enumerated_shapes"))
+        sizes = {**steps.shapes, **default} if default else steps.shapes
+        precision = "int8" if variant else options.get("precision", "fp32")
         try:
-            if variant:  # compressed weights: judged as the INT8 gate judges, where its runtime runs
-                return _as_int8_gate(_check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
-                                            runtime=backend.runtime, precision="int8"), source)
-            return _check(source, built.path, built.record, data, atol, rtol, steps.shapes, say,
-                          runtime=backend.runtime, precision=options.get("precision", "fp32"))
+            result = _check(source, built.path, built.record, data, atol, rtol, sizes, say, runtime=backend.runtime,
+                            precision=precision, images=conversion.get("image_inputs"))
+            # compressed weights: judged as the INT8 gate judges, where its runtime runs
+            return _as_int8_gate(result, source) if variant else result
         except BackendMissing as exc:
             problems = _structure_problems(source, backends.inspect(built.path), built.record["conversion"][0]["outputs"])
             if problems:
@@ -294,7 +299,10 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
             stored = built.record["conversion"][0].get("compression", {}).get("method")
             built.record["unverified"] = (f"{first_line(exc)}; checked here: input names, ranks, fixed dims and "
                                           "ranges, and output names, against the source"
-                                          + (f", and weights stored as {stored}" if stored else ""))
+                                          + (f", and weights stored as {stored}" if stored else "")
+                                          + "".join(f"; input {name!r} takes {image['color_layout']} images, "
+                                                    "normalized in the package as its metadata records"
+                                                    for name, image in (conversion.get("image_inputs") or {}).items()))
             say(f"{final.name}: not run here ({first_line(exc)}); its structure matches the source")
             return None
 
@@ -537,9 +545,11 @@ def _install(artifact: Artifact, built: Path, source: SourceModel, companions: M
 
 
 def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, shapes, say, reference=None,
-           runtime=None, precision: str = "fp32") -> CheckResult:
+           runtime=None, precision: str = "fp32", images: dict | None = None) -> CheckResult:
     """``artifact`` (opened with ``runtime``, default onnxruntime) against ``reference`` (default the source
-    model) on the check's inputs, with ``precision``'s default tolerances."""
+    model) on the check's inputs, with ``precision``'s default tolerances. ``images``: the artifact's image
+    inputs ({input: ``runtimes.coreml.IMAGE_INPUTS`` entry}), which take pixels: the check feeds it generated
+    uint8 pictures, and the source the same pictures normalized as it was trained to take them."""
     from .runtimes.onnxrt import OnnxRuntime
 
     try:
@@ -550,14 +560,22 @@ def _check(source: SourceModel, artifact: Path, record: dict, data, atol, rtol, 
             f"the runtime cannot load what {made_by} produced ({first_line(exc.__cause__ or exc)}); "
             "the model uses something the converter or the runtime does not support"
         ) from exc
+    if images:
+        from .runtimes.coreml import PixelReference
+
+        reference = PixelReference(reference or sources.reference(source), images)
+        if data is not None:
+            say(f"checking {artifact.name} on generated pictures: its image input takes pixels, and --data holds the "
+                "source's inputs")
     # What convert wrote, completed from the graph (the tables token ids index): the reference's, an ONNX file,
     # when the candidate was derived from one (an ORT file or an engine has no ONNX graph to read).
     meta = input_meta(reference if reference is not None else candidate)
     text = None
-    if is_text_file(data):  # sentences, tokenized by the artifact's own tokenizer
+    if is_text_file(data) and not images:  # sentences, tokenized by the artifact's own tokenizer
 
         text = candidate.text_encoder.sized(shapes)
-    feeds, origin = check_inputs(source, data, shapes, meta, text)
+    feeds, origin = (pixel_feeds(reference.inputs, shapes, meta) if images
+                     else check_inputs(source, data, shapes, meta, text))
     tabular = sources.framework(source).tabular
     if origin.startswith("generated") and tabular:
         say("checking on generated N(0, 1) inputs: give --sample or --data with real rows for a check that means more")
@@ -617,6 +635,26 @@ def check_inputs(source: SourceModel, data, shapes: Mapping[str, int] | None = N
             raise InputError(f"the check's input {name!r} ({origin}) holds {int(bad.sum())} {what} value(s): outputs "
                              "computed from them cannot be compared; give finite data (or --no-check)")
     return feeds, origin
+
+
+def enumerated_sizes(specs, enumerated: Mapping | None) -> dict[str, int]:
+    """The sizes of the inputs' symbolic dims (not the batch, which the check sets) in a package's default
+    enumerated shape, the first of ``enumerated`` ({input: [shape, ...]}, the conversion record's)."""
+    batch = batch_symbols(specs)
+    return {dim: int(enumerated[spec.name][0][axis]) for spec in specs if spec.name in (enumerated or {})
+            for axis, dim in enumerate(spec.shape) if isinstance(dim, str) and axis and dim not in batch}
+
+
+def pixel_feeds(specs, shapes: Mapping[str, int], meta: ModelMeta | None = None) -> tuple[dict, str]:
+    """CHECK_SAMPLES generated pictures (seed 0) for inputs that take pixels (uint8: every value 0..255, not
+    the 0 and 1 of ``random_feeds``' integers); other inputs as ``random_feeds`` makes them."""
+    specs = batched(specs, CHECK_SAMPLES)
+    feeds = random_feeds(specs, sizes=shapes, meta=meta)
+    rng = np.random.default_rng(0)
+    for spec in concrete_specs(specs, sizes=shapes, meta=meta):
+        if spec.dtype == "uint8":
+            feeds[spec.name] = rng.integers(0, 256, size=spec.concrete_shape(), dtype=np.uint8)
+    return feeds, f"{generated_origin(specs, 0, meta, shapes)}, pictures uniform in 0..255"
 
 
 def _artifact_record(artifact: Artifact, source: SourceModel, content: Path) -> dict:

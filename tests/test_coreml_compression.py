@@ -52,6 +52,7 @@ class _CNN(torch.nn.Module):
 
 MLP_INPUT = "x:1..8x64"
 CNN_INPUT = "x:1..8x3x16x16"
+SQUARE_INPUT = "x:batch(1..8)x3xside(12..16)xside(12..16)"
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +71,13 @@ def mlp_packages(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def w8a8(tmp_path_factory):
-    """The CNN with int8 weights and activations, calibrated on samples read as --calib reads them."""
+    """The CNN with int8 weights and activations, calibrated on samples read as --calib reads them; its square
+    images' side is one flexible dim (coremltools' trace path takes each dim's name once)."""
     out = tmp_path_factory.mktemp("w8a8")
     rng = np.random.default_rng(0)
     np.savez(out / "calib.npz", x=rng.standard_normal((12, 3, 16, 16)).astype(np.float32))
     calib = open_source(out / "calib.npz", [parse_spec(CNN_INPUT)])
-    result = edgeml.convert(_CNN().eval(), "coreml", out / "build", inputs=[CNN_INPUT], target_options={
+    result = edgeml.convert(_CNN().eval(), "coreml", out / "build", inputs=[SQUARE_INPUT], target_options={
         "coreml": {"compress": "w8a8", "calib": calib, "min_target": "iOS17"}})
     artifact = result.artifacts[-1]
     return artifact.path, artifact.record["conversion"][0], edgeml.inspect(artifact.path)
@@ -122,7 +124,8 @@ def test_w8a8_quantizes_activations_from_the_calibration_samples(w8a8):
     simulated = compression["simulated"]  # judged in torch before shipping: Linux cannot run the package
     assert simulated["passed"] and simulated["judged_on"] == "cosine" and simulated["min_cosine"] >= 0.99
     assert info["deployment_target"] == "iOS17" and info["inputs"][0]["dtype"] == "float32"
-    assert info["inputs"][0]["ranges"] == {"batch": [1, 8, 8]}
+    assert info["inputs"][0]["shape"] == ["batch", 3, "side", "side"]
+    assert info["inputs"][0]["ranges"] == {"batch": [1, 8, 8], "side": [12, 16, 16]}
 
 
 def test_a_package_newer_than_its_target_is_caught(w8a8):

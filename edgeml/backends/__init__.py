@@ -41,8 +41,9 @@ class Edge:
     that it computes as the output must (the same graph optimizations), which the output is checked against;
     default its backend's runtime. ``refuses(record)``: why the edge cannot start from an artifact whose
     manifest build record is ``record`` (e.g. ONNX fused for onnxruntime, dynamic INT8), None when it can.
-    ``requires(specs)``: an InputError when a model with these inputs cannot be built (TensorRT: a range for
-    every symbolic dim), raised before anything is exported."""
+    ``requires(specs, options)``: an InputError when a model with these inputs cannot be built with these
+    (checked) options (TensorRT: a range for every symbolic dim; CoreML images: one (1, C, H, W) input), raised
+    before anything is exported."""
 
     source: str
     target: str
@@ -52,7 +53,7 @@ class Edge:
     options: Callable[[dict], dict] | None = None
     build_source: Callable | None = None
     refuses: Callable[[dict], str | None] | None = None
-    requires: Callable[[list], None] | None = None
+    requires: Callable[[list, dict], None] | None = None
 
     def refusal(self, record: dict) -> str | None:
         return self.refuses(record) if self.refuses else None

@@ -19,7 +19,7 @@ MIN_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 COMPRESSIONS = {"int8": "iOS16", "int4": "iOS18", "palettize4": "iOS16", "palettize6": "iOS16",
                 "palettize8": "iOS16", "w8a8": "iOS17"}
 DEFAULT_OPTIONS = {"precision": "fp16", "min_target": "iOS16", "compute_units": "ALL", "compress": None,
-                   "calib": None, "shapes": None}
+                   "calib": None, "shapes": None, "image": None}
 
 
 def check_options(options: dict) -> dict:
@@ -29,7 +29,9 @@ def check_options(options: dict) -> dict:
     array} batches (one mapping, or an iterable of them such as a ``datafiles.CalibrationSource``); ``shapes``:
     enumerated shapes for the flexible inputs instead of ranges, ``{dim name: sizes}`` or ``{input name:
     shapes}``, sizes as ``[1, 4, 8]`` or ``"1,4,8"``, shapes as ``[(1, 3, 224, 224), ...]`` or
-    ``"1x3x224x224,1x3x160x160"`` (``converters.torch_coreml.enumerations`` reads them against the inputs)."""
+    ``"1x3x224x224,1x3x160x160"`` (``converters.torch_coreml.enumerations`` reads them against the inputs);
+    ``image``: the image input's preprocessing, a ``datafiles.ImageOptions`` or a dict of its fields (scale,
+    mean, std), which makes that input a Core ML image (``converters.torch_coreml.image_inputs``)."""
     merged = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
     unknown = sorted(set(merged) - set(DEFAULT_OPTIONS))
     if unknown:
@@ -56,12 +58,35 @@ def check_options(options: dict) -> dict:
         if compress.startswith("palettize") and importlib.util.find_spec("sklearn") is None:
             raise BackendMissing(f"{compress} clusters weights with scikit-learn's k-means, which is not installed: "
                                  "pip install scikit-learn (or compress with int8)")
+    if merged["image"] is not None:
+        merged["image"] = _image_options(merged["image"])
     if (compress == "w8a8") != (merged["calib"] is not None):
         raise InputError("w8a8 calibrates activations on real inputs: give calibration data (--calib DATA)"
                          if compress == "w8a8" else
                          "calibration data applies to w8a8 CoreML compression only (int8 activations); drop it, or "
                          "compress with w8a8")
     return merged
+
+
+def _image_options(image):
+    """``image`` as ``ImageOptions``, checked: Core ML images are channels first, at the input's own size."""
+    from ..datafiles import ImageOptions
+
+    if isinstance(image, dict):
+        unknown = sorted(set(image) - {"resize", "mean", "std", "layout", "scale"})
+        if unknown:
+            raise InputError(f"unknown CoreML image option(s) {', '.join(unknown)}; it takes scale, mean and std")
+        image = ImageOptions(**image)
+    if not isinstance(image, ImageOptions):
+        raise InputError(f"the CoreML image option is an ImageOptions or a dict (scale, mean, std), not "
+                         f"{type(image).__name__}")
+    if image.layout != "NCHW":
+        raise InputError("Core ML image inputs are channels first (NCHW): an NHWC model cannot take them; drop "
+                         "--layout NHWC and the image options (a tensor input), or export the model channels first")
+    if image.resize is not None:
+        raise InputError("Core ML takes images at the input's own size (the app, or Vision, scales them): drop "
+                         "resize from the CoreML image option")
+    return image
 
 
 def _runtime(path, device: str = "cpu", threads: int | None = None, **options):
@@ -77,25 +102,39 @@ def _runtime(path, device: str = "cpu", threads: int | None = None, **options):
 def _inspect(path) -> dict:
     """The package as ``edgeml inspect`` shows any artifact, plus what only CoreML has: its weights by how they
     are stored (``weights``), the compression that gives (``compression``), the deployment target its spec
-    version needs, and each enumerated input's shapes (``enumerated_shapes``)."""
+    version needs, each enumerated input's shapes (``enumerated_shapes``), and each image input's color layout
+    and preprocessing (``image_inputs``: the app passes it pixels; ``inputs`` shows it as uint8 (1, C, H, W))."""
     from ..inspection import summary
 
     path = Path(path)
     if not (path / "Manifest.json").is_file():
         raise InputError(f"{path} is not a CoreML package (no Manifest.json); convert one with --to coreml")
-    from ..runtimes.coreml import compression_of, describe, enumerated_shapes, program_contents, target_of
+    from ..runtimes.coreml import (compression_of, describe, enumerated_shapes, feature_type, image_inputs,
+                                   program_contents, target_of)
+    from ..runtimes.coreml_classic import inspect_classic, is_classic
 
     inputs, outputs, metadata, spec = describe(path)
+    if is_classic(spec):
+        return inspect_classic(path, inputs, outputs, metadata, spec)
     main = spec.mlProgram.functions["main"]
     ops, weights = program_contents(spec)
     info = summary(path, inputs, outputs, ops, weights, ir_version=spec.specificationVersion,
                    opsets={"mlprogram": main.opset}, producer=metadata.get("com.github.apple.coremltools.source", ""),
                    metadata=metadata)
     compression = compression_of(ops, weights)
-    enumerated = {f.name: enumerated_shapes(f.type.multiArrayType) for f in spec.description.input}
+    enumerated = {f.name: enumerated_shapes(feature_type(f)) for f in spec.description.input}
     return {**info, "quantized": compression is not None, "compression": compression,
             "weights": dict(weights.most_common()), "deployment_target": target_of(spec.specificationVersion),
-            "enumerated_shapes": {name: shapes for name, shapes in enumerated.items() if shapes}}
+            "enumerated_shapes": {name: shapes for name, shapes in enumerated.items() if shapes},
+            "image_inputs": image_inputs(spec)}
+
+
+def _requires(specs, options: dict) -> None:
+    """An image input asked for must be one the model has (``converters.torch_coreml.image_inputs``)."""
+    if options.get("image") is not None:
+        from ..converters.torch_coreml import image_inputs
+
+        image_inputs(specs, options["image"])
 
 
 def _build(source, out: Path, options: dict) -> dict:
@@ -104,15 +143,21 @@ def _build(source, out: Path, options: dict) -> dict:
     return torch_to_coreml(source, out, options)
 
 
+def _sklearn_options(options: dict) -> dict:
+    from ..converters.sklearn_coreml import check_options as sklearn_options
+
+    return sklearn_options(options)
+
+
 def _build_from_sklearn(source, out: Path, options: dict) -> dict:
     from ..converters.sklearn_coreml import sklearn_to_coreml
 
     return sklearn_to_coreml(source, out, options)
 
 
-register(Backend("coreml", ".mlpackage", "CoreML mlprogram package for iOS/macOS apps (predicts on macOS only)",
+register(Backend("coreml", ".mlpackage", "CoreML package (.mlpackage) for iOS/macOS apps (predicts on macOS only)",
                  _runtime, _inspect, tools=("coremltools",), folder=True),
          Edge("torch", "coreml", description="coremltools from the torch.export program", options=check_options,
-              build_source=_build),
+              build_source=_build, requires=_requires),
          Edge("sklearn", "coreml", description="coremltools' scikit-learn converter (scikit-learn <= 1.5.1)",
-              options=check_options, build_source=_build_from_sklearn))
+              options=_sklearn_options, build_source=_build_from_sklearn))

@@ -306,4 +306,4 @@ def _refuses(record: dict) -> str | None:
 register(Backend("tensorrt", ".engine", "TensorRT engine for this machine's NVIDIA GPU (built on the device)",
                  _runtime, _inspect, tools=("tensorrt",)),
          Edge("onnx", "tensorrt", build_engine, "TensorRT strongly typed network from the ONNX file",
-              options=check_options, refuses=_refuses, requires=profile_shapes))
+              options=check_options, refuses=_refuses, requires=lambda specs, options: profile_shapes(specs)))

@@ -7,7 +7,12 @@ Compression (the ``compress`` option) is coremltools.optimize's: weights int8/in
 converted program, or W8A8 through ``coremltools.optimize.torch`` on the torch model (observers calibrated on
 the user's inputs), converted from its TorchScript trace (torch.export cannot carry torch's quantize ops).
 The result is checked here: its weights must really be stored compressed, and its ops and spec version must
-be ones its deployment target has."""
+be ones its deployment target has.
+
+With the ``image`` option (``datafiles.ImageOptions``: the pixel scale, mean and std the model was trained
+with) the image input becomes an ``ImageType``, which an app feeds a ``CVPixelBuffer``: Core ML applies one
+scale and a bias per channel to the pixels, and a std that differs per channel is divided inside the program
+(``image_inputs``)."""
 
 from __future__ import annotations
 
@@ -24,8 +29,8 @@ import numpy as np
 from ..errors import CheckFailed, EdgeMLError, ExportError, InputError, first_line, require
 from ..files import size_of
 from ..quiet import quiet
-from ..runtimes.coreml import (DIM_NAMES, compressed_weights, compression_of, coremltools, program_contents,
-                               spec_version)
+from ..runtimes.coreml import (DIM_NAMES, IMAGE_INPUTS, compressed_weights, compression_of, coremltools,
+                               program_contents, spec_version)
 from ..sources.base import SourceModel
 from ..sources.torch_source import program_input_specs
 from .torch_onnx import fixes_a_symbolic_dim, dynamic_shapes, example_call
@@ -39,6 +44,7 @@ INT4_BLOCK = 32
 def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
     """Write ``source`` as an mlprogram package at ``out`` with ``options`` (``backends.coreml.check_options``'s);
     returns the record of how."""
+    images = image_inputs(source.inputs, options["image"]) if options.get("image") else {}
     torch = require("torch", "torch")
     ct = coremltools()
     args, _, output_names, symbols, bounds = example_call(torch, source)
@@ -66,18 +72,21 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
         if compress == "w8a8":
             calibrated, record["compression"] = _calibrated(torch, model, source, args, options["calib"])
             model = calibrated
+        divided = {i: images[s.name]["std"] for i, s in enumerate(source.inputs)
+                   if images.get(s.name, {}).get("std_in_program")}
+        if divided:  # calibrated (w8a8) on the source's inputs, before its image inputs stop being divided by std
+            model = _dividing(torch, model, divided)
         with quiet():
             if compress == "w8a8":  # TorchScript: torch.export has no form for torch's quantize ops
-                traced = torch.jit.trace(model, args)
-                inputs = [ct.TensorType(name=s.name, dtype=_coreml_dtype(s.np_dtype),
-                                        shape=shapes.get(s.name) or _ranged(ct, arg, dims, bounds))
+                traced, named = torch.jit.trace(model, args), set()
+                inputs = [_input_type(ct, s, shapes.get(s.name) or _ranged(ct, arg, dims, bounds, named), images)
                           for s, arg, dims in zip(source.inputs, args, symbols)]
                 package = ct.convert(traced, inputs=inputs, **convert)
             else:
-                program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(torch, symbols, bounds))
+                dynamic = dynamic_shapes(torch, symbols, bounds)
+                program = torch.export.export(model, args, dynamic_shapes=(dynamic,) if divided and dynamic else dynamic)
                 # named as the source's specs (torch.export names them after forward's parameters)
-                inputs = [ct.TensorType(name=s.name, shape=shapes.get(s.name), dtype=_coreml_dtype(s.np_dtype))
-                          for s in source.inputs]
+                inputs = [_input_type(ct, s, shapes.get(s.name), images) for s in source.inputs]
                 package = ct.convert(program.run_decompositions({}), inputs=inputs, **convert)
     except EdgeMLError:
         raise
@@ -87,7 +96,8 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
                           "replace that op, or ship the ONNX target") from exc
     # what the artifact says of itself, and its inputs' dim names, which the package's spec does not keep
     dims = {s.name: [d if isinstance(d, str) else None for d in s.shape] for s in source.inputs}
-    metadata = {**(source.meta.to_props() if source.meta else {}), DIM_NAMES: json.dumps(dims)}
+    metadata = {**(source.meta.to_props() if source.meta else {}), DIM_NAMES: json.dumps(dims),
+                **({IMAGE_INPUTS: json.dumps(images)} if images else {})}
     package.user_defined_metadata.update(metadata)
     if compress in (None, "w8a8"):
         package.save(str(out))
@@ -100,7 +110,72 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
             "format": "mlprogram", "precision": options["precision"], "minimum_deployment_target": options["min_target"],
             "compute_units": options["compute_units"], "outputs": output_names,
             **({"enumerated_shapes": {k: [list(s.shape) for s in v.shapes] for k, v in shapes.items()}} if shapes else {}),
-            **record}
+            **({"image_inputs": images} if images else {}), **record}
+
+
+def image_inputs(specs, image) -> dict:
+    """The image input of ``specs`` and how Core ML is to preprocess it for a model trained on ``image``'s
+    normalization ((pixel / scale - mean_c) / std_c): {name: {color_layout, scale, mean, std, coreml_scale,
+    coreml_bias, std_in_program}}. Core ML computes ``coreml_scale * pixel + coreml_bias_c``, one scale for
+    every channel: a std the same in every channel goes into that scale and the bias; one that differs per
+    channel is divided inside the program (``std_in_program``). An InputError for a model Core ML cannot
+    give images: the image input is the one 4-D float input, (1, 3 or 1, H, W)."""
+    candidates = [s for s in specs if len(s.shape) == 4 and s.np_dtype.kind == "f"]
+    fix = "drop --mean/--std/--scale (image options) to keep a tensor input"
+    if len(candidates) != 1:
+        found = ", ".join(map(str, candidates or specs))
+        raise InputError(f"Core ML image inputs need one 4-D float input (1, C, H, W); this model takes {found}: {fix}")
+    spec = candidates[0]
+    channels = spec.shape[1]
+    if channels not in (1, 3):
+        raise InputError(f"input {spec} has {channels} channels on axis 1, but Core ML images are RGB (3) or "
+                         f"grayscale (1), channels first: {fix}, or export the model channels first (NCHW)")
+    if spec.shape[0] != 1:
+        example = "x".join(map(str, (1, *spec.shape[1:])))
+        raise InputError(f"input {spec} has a batch of {spec.shape[0]}, but a Core ML image input takes one image a "
+                         f"call; give --input {spec.name}:{example} (a batch of 1), or {fix}")
+    stats = {}
+    for stat, values, default in (("mean", image.mean, 0.0), ("std", image.std, 1.0)):
+        values = list(values or [default])
+        if len(values) not in (1, channels):
+            raise InputError(f"--{stat} has {len(values)} values, but input {spec} has {channels} channel(s); give "
+                             "one per channel (or one for all)")
+        stats[stat] = values * channels if len(values) == 1 else values
+    mean, std = stats["mean"], stats["std"]
+    per_channel = len(set(std)) > 1
+    divisor = 1.0 if per_channel else std[0]
+    return {spec.name: {"color_layout": "RGB" if channels == 3 else "GRAYSCALE", "scale": float(image.scale),
+                        "mean": mean, "std": std, "coreml_scale": 1.0 / (image.scale * divisor),
+                        "coreml_bias": [-m / divisor for m in mean], "std_in_program": per_channel}}
+
+
+def _input_type(ct, spec, shape, images: dict):
+    """The ``ct.ImageType`` of an image input (``image_inputs``' record), else the ``ct.TensorType`` of ``spec``;
+    ``shape``: None (the program's), a shape of ``RangeDim``s, or ``ct.EnumeratedShapes``."""
+    image = images.get(spec.name)
+    if image is None:
+        return ct.TensorType(name=spec.name, shape=shape, dtype=_coreml_dtype(spec.np_dtype))
+    rgb = image["color_layout"] == "RGB"
+    return ct.ImageType(name=spec.name, shape=shape, scale=image["coreml_scale"],
+                        bias=image["coreml_bias"] if rgb else image["coreml_bias"][0],
+                        color_layout=ct.colorlayout.RGB if rgb else ct.colorlayout.GRAYSCALE)
+
+
+def _dividing(torch, model, divided: dict):
+    """``model`` behind a module that first divides its inputs at the positions in ``divided`` by their
+    per-channel std ({position: [std per channel]}): what Core ML's one image scale cannot do."""
+
+    class Dividing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            for position, std in divided.items():
+                self.register_buffer(f"std{position}", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
+
+        def forward(self, *args):
+            return self.model(*(a / getattr(self, f"std{i}") if i in divided else a for i, a in enumerate(args)))
+
+    return Dividing().eval()
 
 
 def enumerations(source: SourceModel, symbols: list[dict], bounds: dict, options: dict) -> dict:
@@ -176,11 +251,20 @@ def _enumerated_sizes(specs, symbols: list[dict], shapes: dict) -> dict[str, set
     return sizes
 
 
-def _ranged(ct, example, axes: dict, bounds: dict) -> tuple:
-    """An input's shape for a TorchScript conversion: its fixed sizes, and a ``RangeDim`` per symbolic dim."""
-    return tuple(ct.RangeDim(lower_bound=bounds[axes[axis]][0], upper_bound=bounds[axes[axis]][1], default=size,
-                             symbol=axes[axis]) if axis in axes else size
-                 for axis, size in enumerate(example.shape))
+def _ranged(ct, example, axes: dict, bounds: dict, named: set) -> tuple:
+    """An input's shape for a TorchScript conversion: its fixed sizes, and a ``RangeDim`` per symbolic dim,
+    named after it the first time only (``named``: the names given so far): coremltools refuses a symbol given
+    twice (a square image's height and width, a batch two inputs share), so a dim met again gets its own."""
+    shape = []
+    for axis, size in enumerate(example.shape):
+        if axis not in axes:
+            shape.append(size)
+            continue
+        dim = axes[axis]
+        shape.append(ct.RangeDim(lower_bound=bounds[dim][0], upper_bound=bounds[dim][1], default=size,
+                                 symbol=None if dim in named else dim))
+        named.add(dim)
+    return tuple(shape)
 
 
 def _coreml_dtype(dtype: np.dtype):

@@ -17,6 +17,7 @@ from ..errors import BackendMissing, InputError, first_line, require
 from ..quiet import quiet
 from ..spec import DimRange, TensorSpec
 from .base import Runtime
+from .coreml_classic import classic_predictor, describe_classic, is_classic
 
 
 def coremltools():
@@ -29,10 +30,16 @@ def coremltools():
 #: Package metadata key of the source inputs' dim names ({input: [name or None per axis]}): a CoreML spec keeps
 #: each dim's range but not its name.
 DIM_NAMES = "edgeml.dim_names"
+#: Package metadata key of the image inputs' preprocessing ({input: ``converters.torch_coreml.image_inputs``'
+#: record: color_layout, scale, mean, std, coreml_scale, coreml_bias, std_in_program}): what the app's pixels go
+#: through, and what the check repeats to give the source the same inputs.
+IMAGE_INPUTS = "edgeml.image_inputs"
 #: Core ML's compute units (coremltools' ``ComputeUnit`` names).
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 #: ArrayFeatureType.ArrayDataType numbers -> edgeml dtypes.
 _DTYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
+#: ImageFeatureType.ColorSpace numbers -> (name, channels); an image input is described as uint8 (1, C, H, W).
+_COLOR_SPACES = {10: ("GRAYSCALE", 1), 20: ("RGB", 3), 30: ("BGR", 3), 40: ("GRAYSCALE_FLOAT16", 1)}
 
 
 class CoreMLRuntime(Runtime):
@@ -49,12 +56,14 @@ class CoreMLRuntime(Runtime):
             raise BackendMissing(f"{path.name}: CoreML packages run only on macOS (Core ML predicts there, not on "
                                  f"{platform.system()}); here inspect and verify them, or run an ONNX artifact (--to onnx)")
         ct = coremltools()
-        inputs, outputs, metadata, _ = describe(path)
+        inputs, outputs, metadata, spec = describe(path)
+        self._images = {name: image["color_layout"] for name, image in image_inputs(spec).items()}
         units = getattr(ct.ComputeUnit, compute_units or ("CPU_ONLY" if device == "cpu" else "ALL"))
         try:
             self._model = ct.models.MLModel(str(path), compute_units=units)
         except Exception as exc:  # noqa: BLE001 - Core ML's compiler refuses a package
             raise InputError(f"Core ML cannot load {path} ({first_line(exc)}); convert it again") from exc
+        self._classic = classic_predictor(self._model, spec, inputs, outputs) if is_classic(spec) else None
         super().__init__(inputs, outputs, metadata, device=device, path=str(path), threads=threads)
 
     def run(self, feeds):
@@ -63,8 +72,58 @@ class CoreMLRuntime(Runtime):
         return super().run({name: _as_coreml(name, value) for name, value in dict(feeds).items()})
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._classic is not None:
+            return self._classic(feeds)
+        if self._images:  # coremltools' predict takes an image input as a PIL image
+            feeds = {name: _pil_image(value, self._images[name]) if name in self._images else value
+                     for name, value in feeds.items()}
         result = self._model.predict(feeds)
         return [np.asarray(result[name]) for name in self._output_names]
+
+
+def _pil_image(pixels: np.ndarray, color_layout: str):
+    """One image, (1, C, H, W) uint8 in the package's channel order, as the PIL image Core ML reads: RGB, L, or
+    F for GRAYSCALE_FLOAT16 (a BGR package's channels reversed: PIL images are RGB, Core ML reorders them)."""
+    from PIL import Image
+
+    channels = pixels[0]
+    if color_layout == "GRAYSCALE_FLOAT16":
+        return Image.fromarray(channels[0].astype(np.float32), "F")
+    if color_layout == "GRAYSCALE":
+        return Image.fromarray(channels[0], "L")
+    return Image.fromarray(np.ascontiguousarray((channels[::-1] if color_layout == "BGR" else channels).transpose(1, 2, 0)),
+                           "RGB")
+
+
+def normalized(pixels: np.ndarray, image: dict) -> np.ndarray:
+    """What the source model takes for ``pixels`` ((N, C, H, W), 0..255) of an image input recorded as
+    ``image`` (an ``IMAGE_INPUTS`` entry): (pixel / scale - mean_c) / std_c, float32. The package computes the
+    same from the same pixels (``coreml_scale * pixel + coreml_bias_c``, then the std left in the program)."""
+    shape = (1, -1, 1, 1)
+    mean, std = (np.asarray(image[k], dtype=np.float32).reshape(shape) for k in ("mean", "std"))
+    return (np.asarray(pixels, dtype=np.float32) / np.float32(image["scale"]) - mean) / std
+
+
+class PixelReference(Runtime):
+    """``reference`` (a Runtime of the source) fed pixels where a package takes images: each image input
+    takes uint8 (N, C, H, W) and passes it on normalized as ``images`` ({input: ``IMAGE_INPUTS`` entry}) says,
+    so that the package and its source are compared on the same pictures."""
+
+    def __init__(self, reference: Runtime, images: dict):
+        self.backend = reference.backend
+        self._reference, self._image_records = reference, images
+        inputs = [TensorSpec(s.name, s.shape, "uint8", ranges=s.ranges) if s.name in images else s
+                  for s in reference.inputs]
+        super().__init__(inputs, reference.outputs, reference.metadata, device=reference.device, path=reference.path)
+
+    def _run(self, feeds):
+        result = self._reference.run({name: normalized(value, self._image_records[name]) if name in self._image_records
+                                      else value for name, value in feeds.items()})
+        return [result[name] for name in self._output_names]
+
+    def close(self) -> None:
+        self._reference.close()
+        super().close()
 
 
 def _as_coreml(name: str, value):
@@ -79,7 +138,8 @@ def _as_coreml(name: str, value):
 
 
 def describe(path: Path):
-    """Inputs (with their ranges), outputs and metadata from the package's spec, without loading the model."""
+    """Inputs (with their ranges), outputs and metadata from the package's spec, without loading the model. An
+    image input is uint8 pixels (1, C, H, W), channels first as the source took them (``image_inputs``)."""
     ct = coremltools()
     try:
         spec = ct.utils.load_spec(str(path))
@@ -91,6 +151,8 @@ def describe(path: Path):
         names = json.loads(metadata.get(DIM_NAMES, "{}"))
     except ValueError:
         names = {}
+    if is_classic(spec):  # scikit-learn's: one row per prediction (runtimes.coreml_classic)
+        return (*describe_classic(spec, names), metadata, spec)
 
     def dtype(feature) -> str:
         code = feature.type.multiArrayType.dataType
@@ -101,9 +163,11 @@ def describe(path: Path):
 
     def tensor(feature) -> TensorSpec:
         array = feature.type.multiArrayType
+        image = feature.type.imageType if feature.type.WhichOneof("Type") == "imageType" else None
         given = names.get(feature.name) or []
         shape, ranges = [], {}
-        for axis, (size, bounds) in enumerate(zip(array.shape, _axis_bounds(array))):
+        sizes, bounds_of = (_image_shape(image), _image_bounds(image)) if image else (array.shape, _axis_bounds(array))
+        for axis, (size, bounds) in enumerate(zip(sizes, bounds_of)):
             if bounds is not None and bounds.lowerBound != bounds.upperBound:
                 name = (given[axis] if axis < len(given) and given[axis] else None) or f"{feature.name}_dim{axis}"
                 shape.append(name)
@@ -111,7 +175,7 @@ def describe(path: Path):
                     ranges[name] = DimRange(bounds.lowerBound, bounds.upperBound, bounds.upperBound)
             else:
                 shape.append(int(size))
-        return TensorSpec(feature.name, tuple(shape), dtype(feature), ranges=ranges)
+        return TensorSpec(feature.name, tuple(shape), "uint8" if image else dtype(feature), ranges=ranges)
 
     inputs = [tensor(f) for f in spec.description.input]
     # mlprogram outputs state no shape: "?" marks it unknown (its rank too)
@@ -137,8 +201,43 @@ def _axis_bounds(array) -> list:
 
 
 def enumerated_shapes(array) -> list[list[int]]:
-    """The shapes an input with ``EnumeratedShapes`` takes ([] for a range or a fixed shape)."""
+    """The shapes an input with ``EnumeratedShapes`` takes ([] for a range or a fixed shape); ``array``: its
+    multiArrayType, or its imageType (shapes (1, C, H, W))."""
+    if hasattr(array, "enumeratedSizes"):
+        channels = _COLOR_SPACES.get(array.colorSpace, ("", 3))[1]
+        return [[1, channels, size.height, size.width] for size in array.enumeratedSizes.sizes]
     return [list(shape.shape) for shape in array.enumeratedShapes.shapes]
+
+
+def feature_type(feature):
+    """A feature's own type message (its multiArrayType, imageType...)."""
+    return getattr(feature.type, feature.type.WhichOneof("Type"))
+
+
+def _image_shape(image) -> list[int]:
+    return [1, _COLOR_SPACES.get(image.colorSpace, ("", 3))[1], image.height, image.width]
+
+
+def _image_bounds(image) -> list:
+    """An image input's axes' bounds, as ``_axis_bounds``: batch and channels fixed, height and width from
+    its size range or enumerated sizes."""
+    if image.WhichOneof("SizeFlexibility") == "imageSizeRange":
+        ranges = image.imageSizeRange
+        return [None, None, ranges.heightRange, ranges.widthRange]
+    shapes = enumerated_shapes(image)
+    return [None, None, *(_Bounds(min(sizes), max(sizes)) for sizes in list(zip(*shapes))[2:])] if shapes else [None] * 4
+
+
+def image_inputs(spec) -> dict:
+    """The package's image inputs: {name: {color_layout, and what edgeml recorded of their preprocessing
+    (``IMAGE_INPUTS``: scale, mean, std, coreml_scale, coreml_bias, std_in_program)}}."""
+    try:
+        recorded = json.loads(spec.description.metadata.userDefined.get(IMAGE_INPUTS, "{}"))
+    except ValueError:
+        recorded = {}
+    return {f.name: {**recorded.get(f.name, {}), "color_layout": _COLOR_SPACES.get(f.type.imageType.colorSpace,
+                                                                                  ("unknown", 0))[0]}
+            for f in spec.description.input if f.type.WhichOneof("Type") == "imageType"}
 
 
 #: The compressed-weight ops of an mlprogram and the argument holding the stored values.
