@@ -176,6 +176,11 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
     def from_the_source() -> list[Artifact]:  # after the ONNX ones: a failed ONNX check leaves none of them
         built = []
         for target in from_source:
+            # compressed variants of the package about to be rebuilt are of the old source: gone, as old INT8 files
+            plain_name = fp32_final.with_suffix(backends.named(target).suffix).name
+            for entry in read_manifest(output_dir)["artifacts"]:
+                if entry.get("build", {}).get("variant_of") == plain_name:
+                    remove_artifact(output_dir / entry["file"])
             plain_options = {**options[target], "compress": None, "calib": None} if target in compressed else options[target]
             built.append(_from_source(target, plans[target][0], source, fp32_final, steps, data, atol, rtol, say,
                                       plain_options))
@@ -276,7 +281,8 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
 
     def build(staging: Path) -> Built:
         built = staging / final.name
-        record = {"built_from": "the source model", "conversion": [
+        record = {"built_from": "the source model",
+                  **({"variant_of": stem.with_suffix(backend.suffix).name} if variant else {}), "conversion": [
             {"edge": f"{edge.source} -> {edge.target}", **edge.build_source(source, built, options)}]}
         say(f"converted the source to {target}: {backend.description}")
         return Built(built, record)

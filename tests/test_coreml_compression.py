@@ -208,6 +208,11 @@ def test_the_cli_writes_the_float_package_and_its_compressed_variant(tmp_path):
     assert refused.exit_code == 2 and "give one per run" in refused.output
     files = {e["file"] for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]}
     assert files == {"mlp.mlpackage", "mlp.int8.mlpackage"}
+    # rebuilt without --int8: the int8 package was compressed from the old model, and goes with it
+    rebuilt = CliRunner().invoke(main, ["convert", str(tmp_path / "mlp.pt2"), "--to", "coreml", "-o", str(out)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert sorted(p.name for p in out.glob("*.mlpackage")) == ["mlp.mlpackage"]
+    assert [e["file"] for e in json.loads((out / MANIFEST_NAME).read_text())["artifacts"]] == ["mlp.mlpackage"]
 
 
 class _Outlier(torch.nn.Module):
