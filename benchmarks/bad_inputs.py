@@ -398,6 +398,25 @@ def file_cases() -> list[Case]:
     return cases
 
 
+#: Crafted CoreML packages (copies of tests/data/iris_classic.mlpackage): what ``inspect`` and ``bench`` read.
+#: Those naming /dev/zero would hang a reader that follows them.
+PACKAGES = ("manifest_json", "manifest_list", "manifest_noroot", "manifest_traversal", "manifest_devzero",
+            "spec_link_devzero", "spec_empty", "spec_random", "spec_nomain", "spec_deep", "spec_dim_names",
+            "weights_fifo", "no_manifest")
+SLOW_PACKAGES = ("manifest_devzero", "spec_link_devzero", "weights_fifo")
+
+
+def package_cases() -> list[Case]:
+    cases = []
+    for name in PACKAGES:
+        path, slow = _fx(f"packages/{name}.mlpackage"), name in SLOW_PACKAGES
+        expect = EITHER if name == "spec_dim_names" else ERR  # edgeml's metadata, wrong: ignored, or refused
+        cases.append(Case(f"inspect crafted {name}.mlpackage", ("inspect", path), expect, "packages", slow=slow,
+                          issue=name in ("manifest_devzero", "spec_empty")))
+        cases.append(Case(f"bench crafted {name}.mlpackage", ("bench", path, *FAST), ERR, "packages", slow=slow))
+    return cases
+
+
 #: Files whose loading runs the payload if a loader trusts what it should not.
 MALICIOUS = ("sample_inputs.pt2", "pickled_weight.pt2", "runstring.skops", "savetxt.skops", "npload.skops",
              "os_system.skops", "payload.pth", "payload.pt")
@@ -557,7 +576,7 @@ def manifest_cases() -> list[Case]:
 
 def cases() -> list[Case]:
     table = (number_cases() + spec_cases() + option_cases() + file_cases() + malicious_cases() + data_cases()
-             + onnx_cases() + baseline_cases() + report_cases() + manifest_cases())
+             + onnx_cases() + baseline_cases() + report_cases() + manifest_cases() + package_cases())
     ids = [c.id for c in table]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     return table
@@ -910,6 +929,55 @@ def _crafted(fx: Path, rng) -> None:
     (bad / "nograph.onnx").write_bytes(b"\x08\x07")  # a ModelProto with only ir_version set
 
 
+def _packages(fx: Path, rng) -> None:
+    """PACKAGES: the iris package with its Manifest.json or its spec broken, each in its own way."""
+    from coremltools.proto import Model_pb2
+
+    good = Path(__file__).resolve().parents[1] / "tests" / "data" / "iris_classic.mlpackage"
+    manifest = json.loads((good / "Manifest.json").read_text())
+    root = manifest["rootModelIdentifier"]
+    spec_path = Path("Data") / manifest["itemInfoEntries"][root]["path"]
+
+    def naming(path: str) -> str:
+        changed = json.loads(json.dumps(manifest))
+        changed["itemInfoEntries"][root]["path"] = path
+        return json.dumps(changed)
+
+    program = Model_pb2.Model(specificationVersion=7)
+    program.mlProgram.version = 1  # no functions: no main
+    deep = Model_pb2.Model(specificationVersion=1)
+    inner = deep
+    for _ in range(120):  # nested past protobuf's parse depth
+        inner = inner.pipeline.models.add()
+    named = Model_pb2.Model()
+    named.ParseFromString((good / spec_path).read_bytes())
+    named.description.metadata.userDefined["edgeml.dim_names"] = '{"X": 5, "Y": [1, 2]}'
+    crafted = {"manifest_json": {"Manifest.json": "{not json"}, "manifest_list": {"Manifest.json": "[1, 2]"},
+               "manifest_noroot": {"Manifest.json": json.dumps({**manifest, "rootModelIdentifier": "nope"})},
+               "manifest_traversal": {"Manifest.json": naming("../../../../../../../etc/passwd")},
+               "manifest_devzero": {"Manifest.json": naming("/dev/zero")},
+               "spec_empty": {spec_path: b""}, "spec_random": {spec_path: rng.bytes(4096)},
+               "spec_nomain": {spec_path: program.SerializeToString()},
+               "spec_deep": {spec_path: deep.SerializeToString()},
+               "spec_dim_names": {spec_path: named.SerializeToString()}}
+    folder = fx / "packages"
+    folder.mkdir(exist_ok=True)
+    for name in PACKAGES:
+        package = folder / f"{name}.mlpackage"
+        shutil.rmtree(package, ignore_errors=True)
+        shutil.copytree(good, package)
+        for relative, content in crafted.get(name, {}).items():
+            target = package / relative
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
+    (folder / "spec_link_devzero.mlpackage" / spec_path).unlink()
+    _symlink("/dev/zero", folder / "spec_link_devzero.mlpackage" / spec_path)
+    _fifo(folder / "weights_fifo.mlpackage" / "Data" / "com.apple.CoreML" / "weights.bin")
+    (folder / "no_manifest.mlpackage" / "Manifest.json").unlink()
+
+
 def _fifo(path: Path) -> None:
     path.unlink(missing_ok=True)
     os.mkfifo(path)
@@ -1151,7 +1219,7 @@ def _baselines(fx: Path, rng) -> None:
 
 #: The fixtures' parts, in the order they build (crafted and malicious files copy the good models).
 FIXTURES = {"onnx": _onnx_models, "torch": _torch_models, "sklearn": _sklearn_model, "crafted": _crafted,
-            "malicious": _malicious, "data": _data, "images": _images, "baselines": _baselines}
+            "malicious": _malicious, "data": _data, "images": _images, "baselines": _baselines, "packages": _packages}
 
 
 def common_env(fixtures: Path, work: Path) -> dict[str, str]:

@@ -34,7 +34,7 @@ def sha256(path: str | os.PathLike) -> str:
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
         digest = hashlib.sha256()
-        for name, entry in _folder_entries(path):
+        for name, entry in folder_entries(path):
             digest.update(f"{name}\0{'folder' if entry.is_dir() else sha256(entry)}\n".encode())
         return digest.hexdigest()
     digest = hashlib.sha256()
@@ -48,11 +48,11 @@ def size_of(path: str | os.PathLike) -> int:
     """Bytes of a file, or of all the files in a folder."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        return sum(entry.stat().st_size for _, entry in _folder_entries(path) if not entry.is_dir())
+        return sum(entry.stat().st_size for _, entry in folder_entries(path) if not entry.is_dir())
     return path.stat().st_size
 
 
-def _folder_entries(folder: Path) -> list[tuple[str, Path]]:
+def folder_entries(folder: Path) -> list[tuple[str, Path]]:
     """(relative posix path, path) for every file and folder under ``folder``, sorted; a link or special file
     inside is refused: what an artifact holds is its own bytes."""
     found = []

@@ -34,7 +34,7 @@ def fixtures(tmp_path_factory):
 
 def test_the_subset_covers_every_group_of_the_issue():
     groups = {c.group for c in CASES}
-    assert {"numbers", "specs", "files", "code", "data", "onnx", "baselines", "reports", "manifest"} <= groups
+    assert {"numbers", "specs", "files", "code", "data", "onnx", "baselines", "reports", "manifest", "packages"} <= groups
     assert len(bad_inputs.cases()) >= 600 and 40 <= len(CASES) <= 60
 
 

@@ -8,12 +8,13 @@ import json
 import platform
 import sys
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import BackendMissing, InputError, first_line, require
+from ..files import folder_entries
 from ..quiet import quiet
 from ..spec import DimRange, TensorSpec
 from .base import Runtime
@@ -137,22 +138,46 @@ def _as_coreml(name: str, value):
     return value
 
 
+def _spec_file(path: Path) -> Path:
+    """The model spec file the package's Manifest.json names, checked before coremltools reads it: a crafted
+    package could name a file outside itself (``/dev/zero``: a read that never ends) or hold a link to one."""
+    folder_entries(path)  # a link or special file inside is refused
+    try:
+        manifest = json.loads((path / "Manifest.json").read_text())
+        named = PurePosixPath(manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"])
+    except (OSError, UnicodeDecodeError, ValueError, LookupError, TypeError) as exc:
+        raise InputError(f"{path} is not a readable CoreML package (its Manifest.json names no model: "
+                         f"{type(exc).__name__}: {first_line(exc)}); convert it again") from exc
+    spec_file = path / "Data" / named
+    if named.is_absolute() or ".." in named.parts or not spec_file.is_file():
+        raise InputError(f"{path} is not a readable CoreML package: its Manifest.json names {str(named)!r}, which is "
+                         "no file inside it; convert it again")
+    return spec_file
+
+
 def describe(path: Path):
     """Inputs (with their ranges), outputs and metadata from the package's spec, without loading the model. An
     image input is uint8 pixels (1, C, H, W), channels first as the source took them (``image_inputs``)."""
     ct = coremltools()
+    _spec_file(Path(path))
     try:
         spec = ct.utils.load_spec(str(path))
     except Exception as exc:  # noqa: BLE001 - a damaged package
         raise InputError(f"{path} is not a readable CoreML package ({first_line(exc)}); convert it again") from exc
+    if spec.WhichOneof("Type") is None:
+        raise InputError(f"{path} holds an empty Core ML model (no model type in its spec); convert it again")
 
     metadata = dict(spec.description.metadata.userDefined)
     try:
         names = json.loads(metadata.get(DIM_NAMES, "{}"))
     except ValueError:
         names = {}
+    # what edgeml wrote, or nothing: a name list that is not one is ignored, as a missing one is
+    names = {k: v for k, v in names.items() if isinstance(v, list)} if isinstance(names, dict) else {}
     if is_classic(spec):  # scikit-learn's: one row per prediction (runtimes.coreml_classic)
         return (*describe_classic(spec, names), metadata, spec)
+    if "main" not in spec.mlProgram.functions:
+        raise InputError(f"{path}: its Core ML program has no main function; convert it again")
 
     def dtype(feature) -> str:
         code = feature.type.multiArrayType.dataType
@@ -164,6 +189,9 @@ def describe(path: Path):
     def tensor(feature) -> TensorSpec:
         array = feature.type.multiArrayType
         image = feature.type.imageType if feature.type.WhichOneof("Type") == "imageType" else None
+        if image is not None and image.colorSpace not in _COLOR_SPACES:
+            raise InputError(f"{path}: image input {feature.name!r} has a Core ML color space ({image.colorSpace}) "
+                             "edgeml does not read; convert it again with edgeml")
         given = names.get(feature.name) or []
         shape, ranges = [], {}
         sizes, bounds_of = (_image_shape(image), _image_bounds(image)) if image else (array.shape, _axis_bounds(array))
