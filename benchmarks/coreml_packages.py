@@ -3,7 +3,7 @@
 EfficientNet-Lite0 with its ImageNet weights (the ``[real]`` extra), ``1..4 x 3 x 224 x 224``, converted by
 ``edgeml.convert(..., "coreml", target_options={"coreml": {...}})`` once per row; W8A8 calibrates on crops of
 scikit-learn's two sample photos. Prints a Markdown table (the README's); about 3 minutes on 2 cores (the rows'
-conversions add up to 151 s here, palettize8's k-means the longest). Seconds are this machine's; bytes are exact.
+conversions add up to 166 s here, palettize8's k-means the longest). Seconds are this machine's; bytes are exact.
 
     python benchmarks/coreml_packages.py [--only int8,w8a8]
 """

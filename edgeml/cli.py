@@ -358,13 +358,18 @@ def _target_options(**targets: dict) -> dict:
     return {target: flags for target, flags in given.items() if flags}
 
 
+def _targets(to: str) -> set[str]:
+    """The target names --to gives, as the flags that depend on them read it."""
+    return {t.strip().lower() for t in to.split(",")}
+
+
 def _coreml_compression(to: str, int8: bool, calib, int4: bool, palettize) -> str | None:
     """The CoreML compression the flags ask for: --int4, --palettize N, else --int8 (W8A8 with --calib, weights
     only without) when --to names coreml."""
     asked = [c for c, wanted in (("int4", int4), (f"palettize{palettize}", palettize)) if wanted]
     if len(asked) > 1:
         raise InputError("--int4 and --palettize are two CoreML compressions; give one per run")
-    targets = {t.strip().lower() for t in to.split(",")}
+    targets = _targets(to)
     if asked:
         if int8 and "coreml" in targets and not targets & {"onnx", "ort", "tensorrt"}:
             raise InputError(f"--int8 and --{asked[0].rstrip('468')} are two CoreML compressions and --to builds no "
@@ -397,7 +402,7 @@ def _image_options(to: str, int8: bool, resize, mean, std, layout, scale):
     are a usage error."""
     from .datafiles import ImageOptions
 
-    coreml = "coreml" in {t.strip().lower() for t in to.split(",")}
+    coreml = "coreml" in _targets(to)
     if not int8 and (resize or (mean or std or scale is not None) and not coreml):
         raise InputError("the image options (--resize, --mean, --std) apply with --int8 (how its calibration images "
                          "are normalized), and --mean, --std and --scale also with --to coreml (a package that takes "
@@ -414,7 +419,7 @@ def _image_options(to: str, int8: bool, resize, mean, std, layout, scale):
 def _coreml_image(to: str, image, mean, std, scale):
     """The CoreML image option: ``image`` without the calibration-only resize when --to names coreml and
     --mean, --std or --scale is given (then the package's image input takes pixels), else None."""
-    if "coreml" not in {t.strip().lower() for t in to.split(",")} or not (mean or std or scale is not None):
+    if "coreml" not in _targets(to) or not (mean or std or scale is not None):
         return None
     return dataclasses.replace(image, resize=None)
 

@@ -184,9 +184,11 @@ def convert(model: Any, to: str | list[str] = "onnx", output_dir: str | Path = "
             plain_options = {**options[target], "compress": None, "calib": None} if target in compressed else options[target]
             built.append(_from_source(target, plans[target][0], source, fp32_final, steps, data, atol, rtol, say,
                                       plain_options))
-            if target in compressed:
+            if target in compressed:  # given the package just built, which weight-only compression starts from
+                plain = built[-1]
+                uncompressed = {"path": plain.path, "record": plain.record["conversion"][0]}
                 built.append(_from_source(target, plans[target][0], source, fp32_final, steps, data, atol, rtol, say,
-                                          options[target], variant=compressed[target]))
+                                          {**options[target], "uncompressed": uncompressed}, variant=compressed[target]))
         return built
 
     if "onnx" not in targets and not derived:

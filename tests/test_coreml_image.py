@@ -53,10 +53,12 @@ class _Gray(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
-    """Per-channel std, through the Python API."""
+    """Per-channel std, through the Python API, from a .pt2 (whose module refuses train(): the std division is
+    wrapped around it without calling it)."""
     out = tmp_path_factory.mktemp("rgb")
     model = _Rgb().eval()
-    edgeml.convert(model, "coreml", out, inputs=["x:1x3x16x16"],
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 16, 16),)), out / "rgb.pt2")
+    edgeml.convert(out / "rgb.pt2", "coreml", out, name="model",
                    target_options={"coreml": {"image": {"mean": MEAN, "std": STD}}})
     return model, out / "model.mlpackage", out
 
@@ -198,6 +200,36 @@ def test_the_check_feeds_pictures_to_the_package_and_normalized_ones_to_the_sour
     dims = specs[0].shape
     assert enumerated_sizes(specs, {"x": [[1, 3, 24, 16], [1, 3, 32, 32]]}) == {dims[2]: 24, dims[3]: 16}
     assert enumerated_sizes(specs, None) == {}
+
+
+def test_the_runtime_gives_core_ml_the_pixels_as_a_picture(rgb, monkeypatch):
+    """What CoreMLRuntime does on macOS before Core ML predicts, run here with Core ML's MLModel stood in for:
+    ``run`` and ``__call__`` take the uint8 pixels as they are (no int32 widening) and predict gets them as
+    an RGB picture, channels last, the same values."""
+    import edgeml.runtimes.coreml as coreml_runtime
+
+    seen = []
+
+    class _MLModel:  # Core ML itself, which Linux lacks: takes what predict is given, answers in its shape
+        def __init__(self, path, compute_units=None):
+            pass
+
+        def predict(self, feeds):
+            seen.append(feeds)
+            return {"output": np.zeros((1, 4), np.float32)}
+
+    monkeypatch.setattr(coreml_runtime, "sys", type("darwin", (), {"platform": "darwin"}))
+    monkeypatch.setattr(ct.models, "MLModel", _MLModel)
+    _, package, _ = rgb
+    pixels = np.random.default_rng(3).integers(0, 256, (1, 3, 16, 16), dtype=np.uint8)
+    with coreml_runtime.CoreMLRuntime(package) as runtime:
+        assert [(s.name, s.shape, s.dtype) for s in runtime.inputs] == [("x", (1, 3, 16, 16), "uint8")]
+        assert runtime.run({"x": pixels})["output"].shape == (1, 4) and runtime(pixels).shape == (1, 4)
+    for feeds in seen:
+        picture = feeds["x"]
+        assert picture.mode == "RGB" and picture.size == (16, 16)
+        np.testing.assert_array_equal(np.asarray(picture), pixels[0].transpose(1, 2, 0))
+    assert len(seen) == 2
 
 
 @pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predicts only on macOS")

@@ -105,6 +105,7 @@ def test_a_pipeline_converts_to_a_package_checked_on_its_structure(cancer, tmp_p
     assert (conversion["model_type"], conversion["stages"], conversion["sklearn"]) == (
         "pipelineClassifier", ["scaler", "glmClassifier"], sklearn.__version__)
     assert "one-vs-rest" in conversion["notes"][0]
+    assert conversion["minimum_deployment_target"] == "iOS11"  # the classic spec's, older than any --min-target
     assert result.artifacts[0].check is None
 
 
@@ -147,3 +148,41 @@ def test_on_macos_the_package_predicts_each_row_as_its_own_numbers_say(fixture_s
         labels, probabilities = model(X)
     np.testing.assert_allclose(probabilities, scores / scores.sum(1, keepdims=True), atol=1e-5)
     assert list(labels) == [SPECIES[i] for i in scores.argmax(1)]
+
+
+def test_the_runtime_predicts_a_batch_row_by_row_and_orders_the_probabilities(fixture_spec, monkeypatch):
+    """What CoreMLRuntime does on macOS around Core ML, run here with MLModel stood in for by the package's own
+    numbers: each row goes to predict as its doubles, and each row's probability dictionary (in whatever key
+    order Core ML gives it) comes back as a row of the (batch, classes) array in the order of the classes."""
+    import edgeml.runtimes.coreml as coreml_runtime
+    from sklearn.datasets import load_iris
+
+    scaler, glm = (getattr(s, s.WhichOneof("Type")) for s in fixture_spec.pipelineClassifier.pipeline.models)
+    rows_seen = []
+
+    class _MLModel:
+        def __init__(self, path, compute_units=None):
+            pass
+
+        def predict(self, rows):
+            answers = []
+            for row in rows:
+                rows_seen.append(row["X"])
+                z = (row["X"] + np.array(scaler.shiftValue)) * np.array(scaler.scaleValue)
+                scores = 1 / (1 + np.exp(-(np.array([w.value for w in glm.weights]) @ z + np.array(glm.offset))))
+                probabilities = dict(zip(SPECIES, scores / scores.sum()))
+                answers.append({"label": SPECIES[int(scores.argmax())],
+                                "probabilities": dict(reversed(list(probabilities.items())))})
+            return answers
+
+    monkeypatch.setattr(coreml_runtime, "sys", type("darwin", (), {"platform": "darwin"}))
+    monkeypatch.setattr(ct.models, "MLModel", _MLModel)
+    X = load_iris().data[::10].astype(np.float32)
+    with edgeml.load(FIXTURE) as model:
+        labels, probabilities = model(X)
+    assert len(rows_seen) == len(X) and all(r.dtype == np.float64 and r.shape == (4,) for r in rows_seen)
+    np.testing.assert_array_equal(np.stack(rows_seen), X.astype(np.float64))
+    assert probabilities.shape == (len(X), 3) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-6)
+    assert list(labels) == [SPECIES[i] for i in probabilities.argmax(1)]
+    assert set(labels) == set(SPECIES)  # every tenth iris row: all three species, each in its own column

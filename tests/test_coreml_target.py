@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,22 @@ def test_a_scikit_learn_model_to_coreml_is_exit_3_naming_the_version_limit(logre
     assert f"only beside scikit-learn 0.17 to 1.5.1, and this is {sklearn.__version__}" in message
     assert "--to onnx" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.onnx", MANIFEST_NAME]
+
+
+def test_a_package_whose_manifest_names_a_file_outside_it_is_refused_unread(tmp_path):
+    """A crafted Manifest.json naming /dev/zero or ../ made coremltools read forever or outside the package:
+    the spec file it names must be a file inside the package, found before anything is read."""
+    import shutil
+
+    from edgeml.runtimes.coreml import _spec_file
+
+    package = tmp_path / "p.mlpackage"
+    shutil.copytree(Path(__file__).parent / "data" / "iris_classic.mlpackage", package)
+    manifest = json.loads((package / "Manifest.json").read_text())
+    entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+    assert _spec_file(package) == package / "Data" / entry["path"]
+    for named in ("/dev/zero", "../../../etc/passwd", "com.apple.CoreML/missing.mlmodel"):
+        entry["path"] = named
+        (package / "Manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(InputError, match="which is no file inside it"):
+            edgeml.inspect(package)

@@ -14,6 +14,7 @@ import pytest
 import edgeml
 
 from .test_cli import edgeml_cli
+from .test_coreml_image import _preprocessing
 from .test_real_models import LITE0_MODULE
 
 ct = pytest.importorskip("coremltools")
@@ -49,8 +50,11 @@ def test_lite0_packages_take_rgb_pictures_normalized_as_the_model_was_trained(pa
     # (p / 255 - 0.5) / 0.5 = p / 127.5 - 1: one std for all channels, so all of it in Core ML's scale and bias
     assert recorded["coreml_scale"] == pytest.approx(1 / 127.5) and recorded["coreml_bias"] == [-1.0] * 3
     assert not recorded["std_in_program"]
-    pixels = np.array([0.0, 127.5, 255.0])
-    assert np.allclose(recorded["coreml_scale"] * pixels + recorded["coreml_bias"][0], [-1.0, 0.0, 1.0])
+    # what the program itself does to pictures before its first convolution, run from the constants it stores
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 224, 224)).astype(np.uint8)
+    computed, ops = _preprocessing(build / name, "x", pixels)
+    assert ops[:2] == ["mul", "add"] and "real_div" not in ops
+    np.testing.assert_allclose(computed, pixels / 127.5 - 1, atol=1e-2)  # stored in fp16
     assert [o.name for o in spec.description.output] == ["output"]
 
 

@@ -19,7 +19,7 @@ MIN_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 COMPRESSIONS = {"int8": "iOS16", "int4": "iOS18", "palettize4": "iOS16", "palettize6": "iOS16",
                 "palettize8": "iOS16", "w8a8": "iOS17"}
 DEFAULT_OPTIONS = {"precision": "fp16", "min_target": "iOS16", "compute_units": "ALL", "compress": None,
-                   "calib": None, "shapes": None, "image": None}
+                   "calib": None, "shapes": None, "image": None, "uncompressed": None}
 
 
 def check_options(options: dict) -> dict:
@@ -31,7 +31,9 @@ def check_options(options: dict) -> dict:
     shapes}``, sizes as ``[1, 4, 8]`` or ``"1,4,8"``, shapes as ``[(1, 3, 224, 224), ...]`` or
     ``"1x3x224x224,1x3x160x160"`` (``converters.torch_coreml.enumerations`` reads them against the inputs);
     ``image``: the image input's preprocessing, a ``datafiles.ImageOptions`` or a dict of its fields (scale,
-    mean, std), which makes that input a Core ML image (``converters.torch_coreml.image_inputs``)."""
+    mean, std), which makes that input a Core ML image (``converters.torch_coreml.image_inputs``);
+    ``uncompressed``: set by ``pipeline.convert``, the float package it built with these options ({path,
+    record}), which a weight-only compression compresses instead of converting the source again."""
     merged = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
     unknown = sorted(set(merged) - set(DEFAULT_OPTIONS))
     if unknown:

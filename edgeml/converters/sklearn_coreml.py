@@ -9,14 +9,13 @@ name and the output names of edgeml's scikit-learn artifacts (``label`` and ``pr
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 from ..errors import BackendMissing, CheckFailed, ExportError, InputError, first_line, require
 from ..quiet import quiet
 from ..runtimes.base import LABEL_OUTPUT_KEY, PROBA_OUTPUT_KEY
-from ..runtimes.coreml import COMPUTE_UNITS, DIM_NAMES, SPEC_VERSIONS, TWINS, coremltools, spec_version
-from ..runtimes.coreml_classic import stages
+from ..runtimes.coreml import COMPUTE_UNITS, SPEC_VERSIONS, TWINS, coremltools, package_metadata, spec_version
+from ..runtimes.coreml_classic import CLASSIC_TARGETS, stages
 from ..runtimes.sklearn import is_classifier, output_specs
 from ..sources.base import SourceModel
 
@@ -85,16 +84,15 @@ def sklearn_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
     if spec.specificationVersion > spec_version(options["min_target"]):
         raise CheckFailed(f"{out.name}: its spec version {spec.specificationVersion} is newer than "
                           f"{options['min_target']} reads ({spec_version(options['min_target'])}); nothing written")
-    dims = {s.name: [d if isinstance(d, str) else None for d in s.shape] for s in source.inputs}
-    metadata = {**(source.meta.to_props() if source.meta else {}), DIM_NAMES: json.dumps(dims)}
-    if is_classifier(source.model):
-        metadata.update({LABEL_OUTPUT_KEY: outputs[0], PROBA_OUTPUT_KEY: outputs[1]})
-    package.user_defined_metadata.update(metadata)
+    labelled = {LABEL_OUTPUT_KEY: outputs[0], PROBA_OUTPUT_KEY: outputs[1]} if is_classifier(source.model) else {}
+    package.user_defined_metadata.update(package_metadata(source, **labelled))
     package.save(str(out))
     return {"converter": "coremltools", "version": ct.__version__, "sklearn": sklearn.__version__, "format": "classic",
             "model_type": spec.WhichOneof("Type"), "stages": [s.WhichOneof("Type") for s in stages(spec)],
             "specification_version": spec.specificationVersion, "precision": "fp64",
-            "minimum_deployment_target": options["min_target"], "compute_units": options["compute_units"],
+            # the oldest OS that reads it, which every --min-target an mlprogram can have is newer than
+            "minimum_deployment_target": CLASSIC_TARGETS.get(spec.specificationVersion, options["min_target"]),
+            "compute_units": options["compute_units"],
             "outputs": outputs, **({"notes": notes} if notes else {})}
 
 

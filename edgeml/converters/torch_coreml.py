@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import CheckFailed, EdgeMLError, ExportError, InputError, first_line, require
 from ..files import size_of
 from ..quiet import quiet
-from ..runtimes.coreml import (DIM_NAMES, IMAGE_INPUTS, compressed_weights, compression_of, coremltools,
+from ..runtimes.coreml import (IMAGE_INPUTS, compressed_weights, compression_of, coremltools, package_metadata,
                                program_contents, spec_version)
 from ..sources.base import SourceModel
 from ..sources.torch_source import program_input_specs
@@ -43,7 +43,10 @@ INT4_BLOCK = 32
 
 def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
     """Write ``source`` as an mlprogram package at ``out`` with ``options`` (``backends.coreml.check_options``'s);
-    returns the record of how."""
+    returns the record of how. A weight-only compression compresses the float package of the same options
+    (``uncompressed``) when there is one: the same program, converted once."""
+    if options["compress"] not in (None, "w8a8") and options.get("uncompressed"):
+        return _compressed_copy(coremltools(), options["uncompressed"], options["compress"], out, options["min_target"])
     images = image_inputs(source.inputs, options["image"]) if options.get("image") else {}
     torch = require("torch", "torch")
     ct = coremltools()
@@ -94,23 +97,31 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
         raise ExportError(f"coremltools {ct.__version__} cannot convert {source.path or type(source.model).__name__}"
                           f"{' for w8a8' if compress == 'w8a8' else ''} ({type(exc).__name__}: {first_line(exc)}); "
                           "replace that op, or ship the ONNX target") from exc
-    # what the artifact says of itself, and its inputs' dim names, which the package's spec does not keep
-    dims = {s.name: [d if isinstance(d, str) else None for d in s.shape] for s in source.inputs}
-    metadata = {**(source.meta.to_props() if source.meta else {}), DIM_NAMES: json.dumps(dims),
-                **({IMAGE_INPUTS: json.dumps(images)} if images else {})}
-    package.user_defined_metadata.update(metadata)
-    if compress in (None, "w8a8"):
-        package.save(str(out))
-    else:
-        record["compression"] = _compress(ct, package, compress, out, metadata)
+    package.user_defined_metadata.update(package_metadata(source, **({IMAGE_INPUTS: json.dumps(images)} if images else {})))
+    made = {"converter": "coremltools", "version": ct.__version__, "torch": torch.__version__, "format": "mlprogram",
+            "precision": options["precision"], "minimum_deployment_target": options["min_target"],
+            "compute_units": options["compute_units"], "outputs": output_names,
+            **({"enumerated_shapes": {k: [list(s.shape) for s in v.shapes] for k, v in shapes.items()}} if shapes else {}),
+            **({"image_inputs": images} if images else {})}
+    if compress not in (None, "w8a8"):  # weights only, without this run's float package: saved aside first
+        with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+            package.save(str(Path(scratch) / out.name))
+            return _compressed_copy(ct, {"path": Path(scratch) / out.name, "record": made}, compress, out,
+                                    options["min_target"])
+    package.save(str(out))
     stored = _verified(ct, out, compress, options["min_target"])
     if compress is not None:
         record["compression"].update(method=compress, **stored)
-    return {"converter": "coremltools", "version": ct.__version__, "torch": torch.__version__,
-            "format": "mlprogram", "precision": options["precision"], "minimum_deployment_target": options["min_target"],
-            "compute_units": options["compute_units"], "outputs": output_names,
-            **({"enumerated_shapes": {k: [list(s.shape) for s in v.shapes] for k, v in shapes.items()}} if shapes else {}),
-            **({"image_inputs": images} if images else {}), **record}
+    return {**made, **record}
+
+
+def _compressed_copy(ct, uncompressed: dict, method: str, out: Path, min_target: str) -> dict:
+    """The float package at ``uncompressed["path"]`` (made as ``uncompressed["record"]`` says) with its weights
+    compressed by ``method``, saved at ``out``, checked; returns its record: the float one's, and how."""
+    package = ct.models.MLModel(str(uncompressed["path"]), skip_model_load=True)
+    compression = _compress(ct, package, method, out)
+    compression.update(method=method, float_package_bytes=size_of(uncompressed["path"]), **_verified(ct, out, method, min_target))
+    return {**{k: v for k, v in uncompressed["record"].items() if k != "edge"}, "compression": compression}
 
 
 def image_inputs(specs, image) -> dict:
@@ -132,8 +143,9 @@ def image_inputs(specs, image) -> dict:
                          f"grayscale (1), channels first: {fix}, or export the model channels first (NCHW)")
     if spec.shape[0] != 1:
         example = "x".join(map(str, (1, *spec.shape[1:])))
-        raise InputError(f"input {spec} has a batch of {spec.shape[0]}, but a Core ML image input takes one image a "
-                         f"call; give --input {spec.name}:{example} (a batch of 1), or {fix}")
+        batch = f"a flexible batch ({spec.shape[0]})" if isinstance(spec.shape[0], str) else f"a batch of {spec.shape[0]}"
+        raise InputError(f"input {spec} has {batch}, but a Core ML image input takes one image a call; give --input "
+                         f"{spec.name}:{example} (a .pt2: export it with a batch of 1), or {fix}")
     stats = {}
     for stat, values, default in (("mean", image.mean, 0.0), ("std", image.std, 1.0)):
         values = list(values or [default])
@@ -175,7 +187,9 @@ def _dividing(torch, model, divided: dict):
         def forward(self, *args):
             return self.model(*(a / getattr(self, f"std{i}") if i in divided else a for i, a in enumerate(args)))
 
-    return Dividing().eval()
+    wrapper = Dividing()
+    wrapper.training = False  # not .eval(): it recurses, and an ExportedProgram's module refuses train()
+    return wrapper
 
 
 def enumerations(source: SourceModel, symbols: list[dict], bounds: dict, options: dict) -> dict:
@@ -348,9 +362,8 @@ def _simulated_gate(torch, model, quantized, batches: list, source: SourceModel)
     return result
 
 
-def _compress(ct, package, method: str, out: Path, metadata: dict) -> dict:
-    """Save ``package`` compressed by ``method`` at ``out``; the record holds the config, and the float
-    package's size for comparison (saved to a scratch folder beside ``out``, then removed)."""
+def _compress(ct, package, method: str, out: Path) -> dict:
+    """Save ``package`` compressed by ``method`` at ``out``, with its metadata; returns the config and time."""
     import coremltools.optimize.coreml as cto
 
     if method.startswith("palettize"):
@@ -362,16 +375,13 @@ def _compress(ct, package, method: str, out: Path, metadata: dict) -> dict:
             config.update(granularity="per_block", block_size=INT4_BLOCK)
         compressor, op_config = cto.linear_quantize_weights, cto.OpLinearQuantizerConfig
     config["weight_threshold"] = WEIGHT_THRESHOLD
-    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
-        package.save(str(Path(scratch) / out.name))
-        float_bytes = size_of(Path(scratch) / out.name)
     start = time.perf_counter()
     with quiet():
         compressed = compressor(package, config=cto.OptimizationConfig(global_config=op_config(**config)))
     seconds = time.perf_counter() - start
-    compressed.user_defined_metadata.update(metadata)
+    compressed.user_defined_metadata.update(dict(package.user_defined_metadata))
     compressed.save(str(out))
-    return {"config": config, "seconds": round(seconds, 3), "float_package_bytes": float_bytes}
+    return {"config": config, "seconds": round(seconds, 3)}
 
 
 def _verified(ct, out: Path, method: str | None, min_target: str) -> dict:

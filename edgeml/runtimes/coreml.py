@@ -69,8 +69,10 @@ class CoreMLRuntime(Runtime):
 
     def run(self, feeds):
         """Core ML takes int32 where the source took int64 (token ids) and float32 where it took bool (a
-        mask): the same values, converted here, so that an app's or the check's arrays go in as they are."""
-        return super().run({name: _as_coreml(name, value) for name, value in dict(feeds).items()})
+        mask): the same values, converted here, so that an app's or the check's arrays go in as they are. Image
+        inputs take their uint8 pixels as they are."""
+        return super().run({name: value if name in self._images else _as_coreml(name, value)
+                            for name, value in dict(feeds).items()})
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._classic is not None:
@@ -82,9 +84,17 @@ class CoreMLRuntime(Runtime):
         return [np.asarray(result[name]) for name in self._output_names]
 
 
+def package_metadata(source, **extra: str) -> dict[str, str]:
+    """A package's user-defined metadata: what the artifact says of itself (``ModelMeta.to_props``), its inputs'
+    dim names (``DIM_NAMES``), which the spec does not keep, and ``extra`` entries."""
+    dims = {s.name: [d if isinstance(d, str) else None for d in s.shape] for s in source.inputs}
+    return {**(source.meta.to_props() if source.meta else {}), DIM_NAMES: json.dumps(dims), **extra}
+
+
 def _pil_image(pixels: np.ndarray, color_layout: str):
-    """One image, (1, C, H, W) uint8 in the package's channel order, as the PIL image Core ML reads: RGB, L, or
-    F for GRAYSCALE_FLOAT16 (a BGR package's channels reversed: PIL images are RGB, Core ML reorders them)."""
+    """One image, (1, C, H, W) in the package's channel order (uint8; float32 for GRAYSCALE_FLOAT16), as the PIL
+    image Core ML reads: RGB, L, or F (a BGR package's channels reversed: PIL images are RGB, Core ML reorders
+    them)."""
     from PIL import Image
 
     channels = pixels[0]
@@ -203,7 +213,8 @@ def describe(path: Path):
                     ranges[name] = DimRange(bounds.lowerBound, bounds.upperBound, bounds.upperBound)
             else:
                 shape.append(int(size))
-        return TensorSpec(feature.name, tuple(shape), "uint8" if image else dtype(feature), ranges=ranges)
+        pixels = "float32" if image is not None and image.colorSpace == 40 else "uint8"  # GRAYSCALE_FLOAT16: any value
+        return TensorSpec(feature.name, tuple(shape), pixels if image is not None else dtype(feature), ranges=ranges)
 
     inputs = [tensor(f) for f in spec.description.input]
     # mlprogram outputs state no shape: "?" marks it unknown (its rank too)
