@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import edgeml
 from edgeml.cli import main
-from edgeml.errors import BackendMissing, InputError
+from edgeml.errors import BackendMissing, ExportError, InputError
 from edgeml.manifest import MANIFEST_NAME
 
 from .conftest import torch
@@ -202,3 +202,26 @@ def test_a_package_whose_manifest_names_a_file_outside_it_is_refused_unread(tmp_
         (package / "Manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(InputError, match="which is no file inside it"):
             edgeml.inspect(package)
+
+
+class _Determinant(torch.nn.Module):
+    def forward(self, x):
+        return torch.linalg.det(x.reshape(-1, 4, 4))  # no Core ML converter in coremltools 9
+
+
+def test_an_op_coremltools_lacks_is_exit_2_naming_the_op_and_its_layer(tmp_path):
+    class _Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = torch.nn.Linear(16, 16), _Determinant()
+
+        def forward(self, x):
+            return self.head(self.embed(x))
+
+    with pytest.raises(ExportError) as refused:
+        edgeml.convert(_Model().eval(), "coreml", tmp_path, inputs=["x:1x16"])
+    message = str(refused.value)
+    assert refused.value.exit_code == 2 and "Unsupported fx node linalg_det" in message
+    assert "in layer head (_Determinant)" in message and "test_coreml_target.py" in message
+    assert "or ship the ONNX target" in message
+    assert not list(tmp_path.glob("*.mlpackage"))

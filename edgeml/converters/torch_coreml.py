@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -70,7 +71,7 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
                    compute_precision=getattr(ct.precision, options["precision"].replace("fp", "FLOAT")),
                    compute_units=getattr(ct.ComputeUnit, options["compute_units"]),
                    outputs=[ct.TensorType(name=name, dtype=np.float32) for name in output_names])
-    record = {}
+    record, program = {}, None
     try:
         if compress == "w8a8":
             calibrated, record["compression"] = _calibrated(torch, model, source, args, options["calib"])
@@ -90,12 +91,14 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
                 program = torch.export.export(model, args, dynamic_shapes=(dynamic,) if divided and dynamic else dynamic)
                 # named as the source's specs (torch.export names them after forward's parameters)
                 inputs = [_input_type(ct, s, shapes.get(s.name), images) for s in source.inputs]
-                package = ct.convert(program.run_decompositions({}), inputs=inputs, **convert)
+                program = program.run_decompositions({})
+                package = ct.convert(program, inputs=inputs, **convert)
     except EdgeMLError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch.export's and coremltools' errors name the op that fails
         raise ExportError(f"coremltools {ct.__version__} cannot convert {source.path or type(source.model).__name__}"
-                          f"{' for w8a8' if compress == 'w8a8' else ''} ({type(exc).__name__}: {first_line(exc)}); "
+                          f"{' for w8a8' if compress == 'w8a8' else ''} ({type(exc).__name__}: {first_line(exc)}"
+                          f"{_layer_of(program, exc) if compress != 'w8a8' else ''}); "
                           "replace that op, or ship the ONNX target") from exc
     package.user_defined_metadata.update(package_metadata(source, **({IMAGE_INPUTS: json.dumps(images)} if images else {})))
     made = {"converter": "coremltools", "version": ct.__version__, "torch": torch.__version__, "format": "mlprogram",
@@ -113,6 +116,20 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
     if compress is not None:
         record["compression"].update(method=compress, **stored)
     return {**made, **record}
+
+
+def _layer_of(program, exc: Exception) -> str:
+    """Where in the model the op coremltools has no converter for is: its layer (module path and class) and
+    the line of the user's code that calls it, from the exported program's node ("" when not found)."""
+    found = re.search(r"Unsupported fx node (\S+?),", str(exc))
+    node = next((n for n in program.graph.nodes if n.name == found.group(1)), None) if found and program else None
+    if node is None:
+        return ""
+    path, kind = list((node.meta.get("nn_module_stack") or {"": ("", "the model")}).values())[-1]
+    lines = (node.meta.get("stack_trace") or "").strip().splitlines()
+    called = next((line.strip() for line in reversed(lines) if line.strip().startswith("File ")), "")
+    where = f", {called.removeprefix('File ').replace(', in ', ' in ')}" if called else ""
+    return f"; in layer {path or '(the model itself)'} ({kind.rsplit('.', 1)[-1]}){where}"
 
 
 def _compressed_copy(ct, uncompressed: dict, method: str, out: Path, min_target: str) -> dict:
