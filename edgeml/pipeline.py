@@ -301,10 +301,10 @@ def _from_source(target: str, edge, source: SourceModel, stem: Path, steps: Step
             # compressed weights: judged as the INT8 gate judges, where its runtime runs
             return _as_int8_gate(result, source) if variant else result
         except BackendMissing as exc:
-            problems = _structure_problems(source, backends.inspect(built.path), built.record["conversion"][0]["outputs"])
+            problems = _structure_problems(source, backends.inspect(built.path), conversion["outputs"])
             if problems:
                 raise CheckFailed(f"{final.name}: {'; '.join(problems)}; nothing written") from exc
-            stored = built.record["conversion"][0].get("compression", {}).get("method")
+            stored = conversion.get("compression", {}).get("method")
             built.record["unverified"] = (f"{first_line(exc)}; checked here: input names, ranks, fixed dims and "
                                           "ranges, and output names, against the source"
                                           + (f", and weights stored as {stored}" if stored else "")

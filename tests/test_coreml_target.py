@@ -225,3 +225,15 @@ def test_an_op_coremltools_lacks_is_exit_2_naming_the_op_and_its_layer(tmp_path)
     assert "in layer head (_Determinant)" in message and "test_coreml_target.py" in message
     assert "or ship the ONNX target" in message
     assert not list(tmp_path.glob("*.mlpackage"))
+
+
+def test_a_hugging_face_bert_folder_becomes_a_package(tiny_bert_dir, tmp_path):
+    """A pretrained-model folder as users bring it: transformers' BERT calls ops coremltools has no converter
+    for (``new_ones``, ``__and__``), which are decomposed; the rest (layer norm, gelu) is converted as written."""
+    result = edgeml.convert(tiny_bert_dir, "coreml", tmp_path, shapes=["batch=1..4"])
+    info = edgeml.inspect(result.artifacts[0].path)
+    assert [(i["name"], i["shape"], i["dtype"]) for i in info["inputs"]] == [
+        (name, ["batch", "sequence"], "int32") for name in ("input_ids", "attention_mask", "token_type_ids")]
+    assert info["inputs"][0]["ranges"] == {"batch": [1, 4, 4], "sequence": [1, 128, 128]}  # max_position_embeddings
+    assert [o["name"] for o in info["outputs"]] == ["last_hidden_state"]
+    assert {"layer_norm", "gelu", "logical_and"} <= set(info["ops"])

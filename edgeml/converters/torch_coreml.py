@@ -91,7 +91,7 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
                 program = torch.export.export(model, args, dynamic_shapes=(dynamic,) if divided and dynamic else dynamic)
                 # named as the source's specs (torch.export names them after forward's parameters)
                 inputs = [_input_type(ct, s, shapes.get(s.name), images) for s in source.inputs]
-                program = program.run_decompositions({})
+                program = _decomposed(torch, program)
                 package = ct.convert(program, inputs=inputs, **convert)
     except EdgeMLError:
         raise
@@ -116,6 +116,29 @@ def torch_to_coreml(source: SourceModel, out: Path, options: dict) -> dict:
     if compress is not None:
         record["compression"].update(method=compress, **stored)
     return {**made, **record}
+
+
+def _decomposed(torch, program):
+    """``program`` as an inference program (what coremltools converts), with each op coremltools has no
+    converter for replaced by its core ATen decomposition (a Hugging Face BERT calls ``new_ones`` and
+    ``__and__``), as long as there is one: every other op is converted as written, so that coremltools' fused
+    forms (layer norm, attention) stay."""
+    from coremltools.converters.mil.frontend.torch import is_torch_fx_node_supported
+
+    def lacks(node) -> bool:
+        try:
+            return not is_torch_fx_node_supported(node)
+        except AssertionError:  # a name ending in "_" (``__and__``): it has no converter for those either
+            return True
+
+    table = torch.export.default_decompositions()
+    for round_ in range(3):  # the first also makes the inference program; a decomposition may bring another op
+        lacking = {node.target for node in program.graph.nodes if node.op == "call_function"
+                   and isinstance(node.target, torch._ops.OpOverload) and node.target in table and lacks(node)}
+        if round_ and not lacking:
+            break
+        program = program.run_decompositions({op: table[op] for op in lacking})
+    return program
 
 
 def _layer_of(program, exc: Exception) -> str:
