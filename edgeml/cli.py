@@ -187,8 +187,8 @@ CONVERT_SECTIONS = (
      ("--to", "--dynamic-batch", "--opset", "--no-optimize", "--no-fuse", "--fp16")),
     ("Check (every artifact against its source, on the same inputs)",
      ("--data", "--shape", "--no-check", "--atol", "--rtol")),
-    ("INT8 (with --int8: calibration, the accuracy gate against FP32, image preprocessing; --mean, --std and --scale "
-     "with --to coreml: a package that takes images)",
+    ("INT8 (--int8: calibration, the gate against FP32; --mean/--std/--scale: image normalization, also for a "
+     "CoreML image input)",
      ("--int8", "--calib", "--calib-samples", "--calib-method", "--int8-target", "--max-accuracy-drop", "--min-cosine",
       "--eval-data", "--eval-labels", "--resize", "--mean", "--std", "--layout", "--scale")),
     ("CoreML (with --to coreml: an .mlpackage built from the PyTorch source; --int8, --int4 or --palettize also "
