@@ -81,6 +81,18 @@ class ImageOptions:
         if self.std is not None and min(self.std) <= 0:
             raise InputError(f"std {self.std} holds a value <= 0; give the channels' standard deviations (positive numbers)")
 
+    def normalize(self, pixels, channel_axis: int = -1) -> np.ndarray:
+        """Pixels as the model takes them, float32: (pixel / scale - mean_c) / std_c, channels on ``channel_axis``
+        (a calibration image's last, a Core ML image input's axis 1)."""
+        shape = [1] * np.ndim(pixels)
+        shape[channel_axis] = -1
+        values = np.asarray(pixels, dtype=np.float32) / np.float32(self.scale)
+        if self.mean is not None:
+            values -= np.asarray(self.mean, dtype=np.float32).reshape(shape)
+        if self.std is not None:
+            values /= np.asarray(self.std, dtype=np.float32).reshape(shape)
+        return values
+
     def to_dict(self) -> dict:
         return {
             "resize": None if self.resize is None else list(self.resize),
@@ -558,11 +570,7 @@ class _ImageFolder(_IndexedSource):
         pixels = _decode(self._pil, path, self._mode, self.options.resize)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
-        pixels /= self.options.scale
-        if self.options.mean is not None:
-            pixels -= np.asarray(self.options.mean, dtype=np.float32)
-        if self.options.std is not None:
-            pixels /= np.asarray(self.options.std, dtype=np.float32)
+        pixels = self.options.normalize(pixels)
         if self.options.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return str(path), {self._spec.name: pixels[None]}

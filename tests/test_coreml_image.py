@@ -20,21 +20,11 @@ from edgeml.errors import InputError
 from edgeml.manifest import MANIFEST_NAME
 
 from .conftest import torch
+from .test_coreml_target import _Net  # the RGB CNN
 
 ct = pytest.importorskip("coremltools")
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-class _Rgb(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.head = torch.nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 class _Gray(torch.nn.Module):
@@ -56,7 +46,7 @@ def rgb(tmp_path_factory):
     """Per-channel std, through the Python API, from a .pt2 (whose module refuses train(): the std division is
     wrapped around it without calling it)."""
     out = tmp_path_factory.mktemp("rgb")
-    model = _Rgb().eval()
+    model = _Net().eval()
     torch.export.save(torch.export.export(model, (torch.randn(1, 3, 16, 16),)), out / "rgb.pt2")
     edgeml.convert(out / "rgb.pt2", "coreml", out, name="model",
                    target_options={"coreml": {"image": {"mean": MEAN, "std": STD}}})
@@ -130,9 +120,8 @@ def test_per_channel_std_makes_an_rgb_image_input_divided_in_the_program(rgb):
     with torch.no_grad():  # the model on what the package feeds it, against the model on the source's input
         got, want = (model(torch.from_numpy(np.asarray(a, np.float32))).numpy() for a in (computed, expected))
     np.testing.assert_allclose(got, want, atol=1e-2, rtol=1e-2)
-    from edgeml.runtimes.coreml import normalized
-
-    np.testing.assert_allclose(normalized(pixels, recorded), expected, rtol=1e-6, atol=1e-6)
+    as_recorded = ImageOptions(mean=recorded["mean"], std=recorded["std"], scale=recorded["scale"])
+    np.testing.assert_allclose(as_recorded.normalize(pixels, channel_axis=1), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_inspect_and_the_manifest_show_the_image_input(rgb):
@@ -246,7 +235,7 @@ def test_on_macos_the_package_takes_pixels(rgb):
 
 
 def test_bad_image_requests_fail_before_anything_is_written(tmp_path, gray):
-    rgb = _Rgb().eval()
+    rgb = _Net().eval()
 
     class _Two(torch.nn.Module):
         def forward(self, x):

@@ -106,30 +106,25 @@ def _pil_image(pixels: np.ndarray, color_layout: str):
                            "RGB")
 
 
-def normalized(pixels: np.ndarray, image: dict) -> np.ndarray:
-    """What the source model takes for ``pixels`` ((N, C, H, W), 0..255) of an image input recorded as
-    ``image`` (an ``IMAGE_INPUTS`` entry): (pixel / scale - mean_c) / std_c, float32. The package computes the
-    same from the same pixels (``coreml_scale * pixel + coreml_bias_c``, then the std left in the program)."""
-    shape = (1, -1, 1, 1)
-    mean, std = (np.asarray(image[k], dtype=np.float32).reshape(shape) for k in ("mean", "std"))
-    return (np.asarray(pixels, dtype=np.float32) / np.float32(image["scale"]) - mean) / std
-
-
 class PixelReference(Runtime):
     """``reference`` (a Runtime of the source) fed pixels where a package takes images: each image input
     takes uint8 (N, C, H, W) and passes it on normalized as ``images`` ({input: ``IMAGE_INPUTS`` entry}) says,
     so that the package and its source are compared on the same pictures."""
 
     def __init__(self, reference: Runtime, images: dict):
+        from ..datafiles import ImageOptions
+
         self.backend = reference.backend
-        self._reference, self._image_records = reference, images
+        self._reference = reference
+        self._normalizations = {name: ImageOptions(mean=image["mean"], std=image["std"], scale=image["scale"])
+                               for name, image in images.items()}
         inputs = [TensorSpec(s.name, s.shape, "uint8", ranges=s.ranges) if s.name in images else s
                   for s in reference.inputs]
         super().__init__(inputs, reference.outputs, reference.metadata, device=reference.device, path=reference.path)
 
     def _run(self, feeds):
-        result = self._reference.run({name: normalized(value, self._image_records[name]) if name in self._image_records
-                                      else value for name, value in feeds.items()})
+        result = self._reference.run({name: self._normalizations[name].normalize(value, channel_axis=1)
+                                      if name in self._normalizations else value for name, value in feeds.items()})
         return [result[name] for name in self._output_names]
 
     def close(self) -> None:
